@@ -1,0 +1,188 @@
+"""Command line: parse arguments, run one operation, turn every error into one line and an exit code."""
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__, config, desired, engine, state, status
+from .errors import EXIT_DRIFT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, VpdError
+from .tools import Tools
+
+SCOPES = ("all", "tunnel", "xray")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="vpn-director",
+        description="Selective routing for Linux routers: Xray TPROXY and VPN tunnels from one JSON file.",
+        epilog="Exit codes: 0 ok, 1 operation failed (previous state kept), 2 bad usage or invalid "
+               "config (nothing touched), 3 status found differences.")
+    common = argparse.ArgumentParser(add_help=False)
+    for parser, default in ((p, None), (common, argparse.SUPPRESS)):
+        # accepted before or after the command; the sub-parser copy must not reset the value
+        parser.add_argument("-c", "--config", default=default,
+                            help="config file (default: $VPD_CONFIG or %s)" % config.DEFAULT_PATH)
+        parser.add_argument("-v", "--verbose", action="store_true", default=default or False,
+                            help="list every change")
+        parser.add_argument("-q", "--quiet", action="store_true", default=default or False,
+                            help="print errors only")
+    p.add_argument("--version", action="version", version="vpn-director " + __version__)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    add = sub.add_parser
+
+    def sub_add(name, **kw):
+        return add(name, parents=[common], **kw)
+    sub.add_parser = sub_add
+
+    a = sub.add_parser("apply", help="make the kernel match the config (changes only what differs)")
+    a.add_argument("scope", nargs="?", choices=SCOPES, default="all")
+    a.add_argument("--dry-run", action="store_true", help="print the changes and batches, touch nothing")
+    s = sub.add_parser("stop", help="remove everything vpn-director owns (jumps first)")
+    s.add_argument("scope", nargs="?", choices=SCOPES, default="all")
+    r = sub.add_parser("restart", help="stop, then apply")
+    r.add_argument("scope", nargs="?", choices=SCOPES, default="all")
+    st = sub.add_parser("status", help="compare the live kernel state with the config (exit 3 on difference)")
+    st.add_argument("scope", nargs="?", choices=SCOPES + ("ipset",), default="all")
+    st.add_argument("--json", action="store_true", help="one JSON object")
+    rd = sub.add_parser("render", help="print the ipset / iptables-restore / ip batches; no kernel access")
+    rd.add_argument("--out", metavar="DIR", help="write ipset.restore, iptables.mangle and ip.batch into DIR")
+    sub.add_parser("check", help="validate the config and its data; no kernel access")
+    return p
+
+
+def main(argv=None):
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return EXIT_USAGE if e.code not in (0, None) else EXIT_OK
+    out = Output(args.quiet, args.verbose)
+    try:
+        cfg = config.load(args.config)
+        for w in cfg.warnings:
+            out.warn(w)
+        return COMMANDS[args.command](args, cfg, out)
+    except ConfigError as e:
+        for line in e.lines():
+            out.err(line)
+        return e.exit_code
+    except VpdError as e:
+        out.err("error: %s" % e)
+        return e.exit_code
+    except KeyboardInterrupt:
+        out.err("interrupted")
+        return EXIT_FAILED
+    except Exception as e:  # the CLI edge: one line, never a bare traceback
+        if os.environ.get("VPD_DEBUG"):
+            raise
+        out.err("internal error: %s: %s (set VPD_DEBUG=1 for a traceback)" % (type(e).__name__, e))
+        return EXIT_FAILED
+
+
+class Output:
+    def __init__(self, quiet, verbose):
+        self.quiet, self.verbose = quiet, verbose
+
+    def info(self, msg):
+        if not self.quiet:
+            print(msg)
+
+    def detail(self, msg):
+        if self.verbose and not self.quiet:
+            print(msg)
+
+    def warn(self, msg):
+        if not self.quiet:
+            print("warning: %s" % msg, file=sys.stderr)
+
+    def err(self, msg):
+        print("vpn-director: %s" % msg if not msg.startswith(" ") else msg, file=sys.stderr)
+
+
+def _tools(cfg):
+    return Tools(cfg.iptables)
+
+
+def cmd_apply(args, cfg, out):
+    tools = _tools(cfg)
+    p = engine.apply(cfg, tools, args.scope, dry_run=args.dry_run, log=out.info)
+    if args.dry_run:
+        if not p.steps:
+            out.info("no changes: the live state already matches the config")
+        for step in p.steps:
+            out.info("== %s (%s)" % (step.name, step.tool))
+            for c in step.changes:
+                out.info("  # %s" % c)
+            out.info(step.batch.rstrip("\n"))
+        return EXIT_OK
+    _summary(out, "apply %s" % args.scope, p)
+    warning = engine.bridge_warning() if cfg.xray.clients else None
+    if warning:
+        out.warn(warning)
+    return EXIT_OK
+
+
+def _summary(out, what, p):
+    changes = p.changes
+    out.info("%s: %s in %.2fs" % (what, "%d change(s)" % len(changes) if changes else "no changes",
+                                  p.elapsed))
+    for c in changes:
+        out.detail("  " + c)
+
+
+def cmd_stop(args, cfg, out):
+    p = engine.stop(cfg, _tools(cfg), args.scope)
+    _summary(out, "stop %s" % args.scope, p)
+    return EXIT_OK
+
+
+def cmd_restart(args, cfg, out):
+    cmd_stop(args, cfg, out)
+    args.dry_run = False
+    return cmd_apply(args, cfg, out)
+
+
+def cmd_status(args, cfg, out):
+    tools = _tools(cfg)
+    full = desired.build(cfg)
+    rep = status.report(full, status.read(tools, cfg), args.scope, state.load_record(cfg.state_dir))
+    warning = engine.bridge_warning() if cfg.xray.clients else None
+    if warning:
+        rep["warnings"] = [warning]
+    if args.json:
+        print(json.dumps(rep, indent=1))
+    else:
+        out.info(status.format_text(rep))
+        if warning:
+            out.warn(warning)
+    return EXIT_OK if rep["ok"] else EXIT_DRIFT
+
+
+def cmd_render(args, cfg, out):
+    batches = engine.render_batches(desired.build(cfg))
+    if args.out:
+        for path in engine.write_out(args.out, batches):
+            out.info("wrote %s" % path)
+        return EXIT_OK
+    for tool, title in (("ipset", "ipset restore"), ("ip", "ip -batch"),
+                        ("iptables", "iptables-restore --noflush")):
+        print("### %s" % title)
+        sys.stdout.write(batches[tool] or engine._empty(tool))
+    return EXIT_OK
+
+
+def cmd_check(args, cfg, out):
+    full = desired.build(cfg)
+    xc, tuns = config.effective(cfg)
+    for note in full.notes:
+        out.warn(note)
+    out.info("config OK: %s; %d Xray client(s); %d tunnel(s), %d with clients; %d set(s) (%d external)" % (
+        cfg.path, len(xc), len(tuns), sum(1 for _, c in tuns if c), len(full.sets) + len(full.external_sets),
+        len(full.external_sets)))
+    return EXIT_OK
+
+
+COMMANDS = {"apply": cmd_apply, "stop": cmd_stop, "restart": cmd_restart, "status": cmd_status,
+            "render": cmd_render, "check": cmd_check}

@@ -1,0 +1,498 @@
+"""Load and validate vpn-director.json into a typed model; every problem is reported with its JSON path."""
+
+import ipaddress
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import List, Tuple
+
+from . import tables
+from .errors import ConfigError
+
+DEFAULT_PATH = "/opt/vpn-director/vpn-director.json"
+
+# ipset names: the kernel allows 31 bytes; we also keep them shell- and parser-safe.
+SET_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,31}$")
+# iptables chain names: 28 usable characters.
+CHAIN_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,28}$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,15}$")
+HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+COUNTRY_RE = re.compile(r"^[A-Za-z]{2}$")
+BUILTIN_CHAINS = {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
+IPTABLES_BACKENDS = ("auto", "legacy", "nft")
+
+
+@dataclass
+class Xray:
+    clients: List[ipaddress.IPv4Network]
+    servers: List[str]  # addresses/CIDRs or hostnames (resolved at apply)
+    exclude_ips: List[ipaddress.IPv4Network]
+    exclude_sets: List[str]
+    tproxy_port: int
+    route_table: int
+    rule_pref: int
+    fwmark: int
+    fwmark_mask: int
+    chain: str
+    clients_ipset: str
+    servers_ipset: str
+
+
+@dataclass
+class Tunnel:
+    name: str  # as written in the file (table name)
+    table: int
+    slot: int  # 1-based position in the file
+    clients: List[ipaddress.IPv4Network]
+    exclude: List[str]
+
+
+@dataclass
+class Config:
+    path: str
+    data_dir: str
+    state_dir: str
+    lan_interface: str
+    rt_tables: str
+    paused_clients: List[ipaddress.IPv4Network]
+    xray: Xray
+    tunnels: List[Tunnel]
+    td_chain: str
+    td_pref_base: int
+    td_mark_mask: int
+    td_mark_shift: int
+    boot_min_time: int
+    boot_wait_delay: int
+    iptables: str
+    lock_timeout: int
+    ipset_sources: List[str]
+    warnings: List[str] = field(default_factory=list)
+
+    def td_mark(self, slot):
+        return (slot << self.td_mark_shift) & self.td_mark_mask
+
+    @property
+    def td_max_slots(self):
+        return self.td_mark_mask >> self.td_mark_shift
+
+
+KNOWN = {
+    "": {"data_dir", "paused_clients", "xray", "tunnel_director", "advanced", "ipsets"},
+    "xray": {"clients", "servers", "exclude_ips", "exclude_sets"},
+    "tunnel_director": {"tunnels"},
+    "tunnel": {"clients", "exclude"},
+    "advanced": {"xray", "tunnel_director", "boot", "lan_interface", "state_dir", "rt_tables",
+                 "iptables", "lock_timeout"},
+    "advanced.xray": {"tproxy_port", "route_table", "rule_pref", "fwmark", "fwmark_mask", "chain",
+                      "clients_ipset", "servers_ipset", "bypass_ipset"},
+    "advanced.tunnel_director": {"chain", "pref_base", "mark_mask", "mark_shift"},
+    "advanced.boot": {"min_time", "wait_delay"},
+    "ipsets": {"sources"},
+}
+
+DEFAULT_SOURCES = [
+    "https://www.ipdeny.com/ipblocks/data/aggregated/{cc}-aggregated.zone",
+]
+
+
+def parse_net(text):
+    """An IPv4 address or CIDR -> network; host bits are masked off (as iptables does)."""
+    if not isinstance(text, str) or not text.strip() or text != text.strip():
+        raise ValueError
+    net = ipaddress.IPv4Network(text, strict=False)
+    return net
+
+
+class _Checker:
+    """Collects problems while walking the raw JSON."""
+
+    def __init__(self):
+        self.problems = []
+        self.warnings = []
+
+    def err(self, path, msg):
+        self.problems.append("%s: %s" % (path or "<root>", msg))
+
+    def obj(self, raw, path):
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.err(path, "must be an object, got %s" % _tname(raw))
+            return {}
+        return raw
+
+    def unknown(self, raw, kind, path):
+        for key in raw:
+            if key not in KNOWN[kind]:
+                self.warnings.append("%s: unknown key (ignored)" % _join(path, key))
+
+    def lst(self, raw, path):
+        if raw is None:
+            return []
+        if not isinstance(raw, list):
+            self.err(path, "must be a list, got %s" % _tname(raw))
+            return []
+        return raw
+
+    def nets(self, raw, path):
+        out = []
+        for i, item in enumerate(self.lst(raw, path)):
+            p = "%s[%d]" % (path, i)
+            try:
+                net = parse_net(item)
+            except (ValueError, TypeError):
+                self.err(p, "%r is not an IPv4 address or CIDR" % (item,))
+                continue
+            if net.prefixlen == 0:
+                self.err(p, "0.0.0.0/0 cannot be stored in a hash:net set; use 0.0.0.0/1 and 128.0.0.0/1")
+                continue
+            if "/" in item and str(net) != item:
+                self.warnings.append("%s: %r has host bits set; using %s" % (p, item, net))
+            out.append(net)
+        return out
+
+    def servers(self, raw, path):
+        out = []
+        for i, item in enumerate(self.lst(raw, path)):
+            p = "%s[%d]" % (path, i)
+            if not isinstance(item, str):
+                self.err(p, "%r is not an IPv4 address, CIDR or hostname" % (item,))
+                continue
+            try:
+                net = parse_net(item)
+                if net.prefixlen == 0:
+                    raise ValueError
+                out.append(str(net))
+                continue
+            except ValueError:
+                pass
+            if re.match(r"^[0-9./]+$", item) or not HOSTNAME_RE.match(item):
+                self.err(p, "%r is not an IPv4 address, CIDR or hostname" % (item,))
+                continue
+            out.append(item.lower().rstrip("."))
+        return out
+
+    def set_names(self, raw, path):
+        out = []
+        for i, item in enumerate(self.lst(raw, path)):
+            p = "%s[%d]" % (path, i)
+            if not isinstance(item, str) or not SET_NAME_RE.match(item):
+                self.err(p, "%r is not a valid set name (1-31 characters of A-Z a-z 0-9 _ . : -)" % (item,))
+                continue
+            if COUNTRY_RE.match(item):
+                item = item.lower()  # country codes are normalised, never silently ignored
+            if item in out:
+                self.warnings.append("%s: %r listed twice" % (p, item))
+                continue
+            out.append(item)
+        return out
+
+    def integer(self, raw, path, default, lo, hi):
+        if raw is None:
+            return default
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            if isinstance(raw, str) and raw.strip().isdigit():
+                raw = int(raw)
+            else:
+                self.err(path, "must be an integer, got %r" % (raw,))
+                return default
+        if not lo <= raw <= hi:
+            self.err(path, "%d is out of range %d..%d" % (raw, lo, hi))
+            return default
+        return raw
+
+    def mark(self, raw, path, default):
+        if raw is None:
+            return default
+        try:
+            if isinstance(raw, bool):
+                raise ValueError
+            value = raw if isinstance(raw, int) else int(str(raw), 0)
+        except ValueError:
+            self.err(path, "%r is not a mark (integer or hex string like \"0x100\")" % (raw,))
+            return default
+        if not 0 <= value < 2 ** 32:
+            self.err(path, "%r does not fit in 32 bits" % (raw,))
+            return default
+        return value
+
+    def name(self, raw, path, default, regex, what):
+        if raw is None:
+            return default
+        if not isinstance(raw, str) or not regex.match(raw):
+            self.err(path, "%r is not a valid %s" % (raw, what))
+            return default
+        return raw
+
+    def path(self, raw, path, default):
+        if raw is None:
+            return default
+        if not isinstance(raw, str) or not raw.startswith("/") or "\0" in raw:
+            self.err(path, "must be an absolute path, got %r" % (raw,))
+            return default
+        return raw
+
+
+def _tname(v):
+    return {dict: "object", list: "list", str: "string", bool: "boolean", int: "number",
+            float: "number", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _join(path, key):
+    return "%s.%s" % (path, key) if path else key
+
+
+def _pairs_hook(pairs):
+    # Keep tunnel order and catch duplicate keys (json.load would keep the last silently).
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            out.setdefault("\0duplicates", []).append(k)
+        out[k] = v
+    return out
+
+
+def load(path=None, env=os.environ):
+    """Read and validate the config file; raise ConfigError listing every problem."""
+    path = path or env.get("VPD_CONFIG") or DEFAULT_PATH
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as e:
+        raise ConfigError(["%s: cannot read config: %s" % (path, e.strerror or e)])
+    try:
+        raw = json.loads(text, object_pairs_hook=_pairs_hook)
+    except ValueError as e:
+        raise ConfigError(["%s: not valid JSON: %s" % (path, e)])
+    return validate(raw, path)
+
+
+def validate(raw, path="<config>"):
+    c = _Checker()
+    if not isinstance(raw, dict):
+        raise ConfigError(["<root>: must be an object, got %s" % _tname(raw)])
+    _dups(c, raw, "")
+    c.unknown(raw, "", "")
+
+    adv = c.obj(raw.get("advanced"), "advanced")
+    c.unknown(adv, "advanced", "advanced")
+    ax = c.obj(adv.get("xray"), "advanced.xray")
+    c.unknown(ax, "advanced.xray", "advanced.xray")
+    atd = c.obj(adv.get("tunnel_director"), "advanced.tunnel_director")
+    c.unknown(atd, "advanced.tunnel_director", "advanced.tunnel_director")
+    boot = c.obj(adv.get("boot"), "advanced.boot")
+    c.unknown(boot, "advanced.boot", "advanced.boot")
+
+    rt_path = c.path(adv.get("rt_tables"), "advanced.rt_tables", "/etc/iproute2/rt_tables")
+    names = tables.read_rt_tables(rt_path)
+
+    xr = c.obj(raw.get("xray"), "xray")
+    c.unknown(xr, "xray", "xray")
+    servers_key = "servers_ipset" if "servers_ipset" in ax else "bypass_ipset"
+    xray = Xray(
+        clients=c.nets(xr.get("clients"), "xray.clients"),
+        servers=c.servers(xr.get("servers"), "xray.servers"),
+        exclude_ips=c.nets(xr.get("exclude_ips"), "xray.exclude_ips"),
+        exclude_sets=c.set_names(xr.get("exclude_sets", ["ru"]), "xray.exclude_sets"),
+        tproxy_port=c.integer(ax.get("tproxy_port"), "advanced.xray.tproxy_port", 12345, 1, 65535),
+        route_table=_table(c, ax.get("route_table"), "advanced.xray.route_table", 100, names),
+        rule_pref=c.integer(ax.get("rule_pref"), "advanced.xray.rule_pref", 200, 1, 32765),
+        fwmark=c.mark(ax.get("fwmark"), "advanced.xray.fwmark", 0x100),
+        fwmark_mask=c.mark(ax.get("fwmark_mask"), "advanced.xray.fwmark_mask", 0x100),
+        chain=c.name(ax.get("chain"), "advanced.xray.chain", "XRAY_TPROXY", CHAIN_NAME_RE, "chain name"),
+        clients_ipset=c.name(ax.get("clients_ipset"), "advanced.xray.clients_ipset", "XRAY_CLIENTS",
+                             SET_NAME_RE, "set name"),
+        servers_ipset=c.name(ax.get(servers_key), "advanced.xray." + servers_key, "XRAY_SERVERS",
+                             SET_NAME_RE, "set name"),
+    )
+    if "servers_ipset" in ax and "bypass_ipset" in ax and ax["servers_ipset"] != ax["bypass_ipset"]:
+        c.err("advanced.xray.bypass_ipset", "conflicts with advanced.xray.servers_ipset (%r); keep one"
+              % ax["servers_ipset"])
+
+    td_chain = c.name(atd.get("chain"), "advanced.tunnel_director.chain", "TUN_DIR", CHAIN_NAME_RE,
+                      "chain name")
+    pref_base = c.integer(atd.get("pref_base"), "advanced.tunnel_director.pref_base", 16384, 1, 32765)
+    mark_mask = c.mark(atd.get("mark_mask"), "advanced.tunnel_director.mark_mask", 0x00FF0000)
+    mark_shift = c.integer(atd.get("mark_shift"), "advanced.tunnel_director.mark_shift", 16, 0, 31)
+
+    cfg = Config(
+        path=path,
+        data_dir=c.path(raw.get("data_dir"), "data_dir", "/opt/vpn-director/data"),
+        state_dir=c.path(adv.get("state_dir"), "advanced.state_dir", "/tmp/tunnel_director"),
+        lan_interface=c.name(adv.get("lan_interface"), "advanced.lan_interface", "br0", IFNAME_RE,
+                             "interface name"),
+        rt_tables=rt_path,
+        paused_clients=c.nets(raw.get("paused_clients"), "paused_clients"),
+        xray=xray,
+        tunnels=[],
+        td_chain=td_chain,
+        td_pref_base=pref_base,
+        td_mark_mask=mark_mask,
+        td_mark_shift=mark_shift,
+        boot_min_time=c.integer(boot.get("min_time"), "advanced.boot.min_time", 120, 0, 86400),
+        boot_wait_delay=c.integer(boot.get("wait_delay"), "advanced.boot.wait_delay", 60, 0, 3600),
+        iptables=_choice(c, adv.get("iptables"), "advanced.iptables", "auto", IPTABLES_BACKENDS),
+        lock_timeout=c.integer(adv.get("lock_timeout"), "advanced.lock_timeout", 120, 0, 3600),
+        ipset_sources=_sources(c, raw.get("ipsets")),
+    )
+    _check_marks(c, cfg)
+    cfg.tunnels = _tunnels(c, raw.get("tunnel_director"), names, cfg)
+    _check_collisions(c, cfg)
+    if c.problems:
+        raise ConfigError(c.problems)
+    cfg.warnings = c.warnings
+    return cfg
+
+
+def _dups(c, raw, path):
+    for k in raw.get("\0duplicates", []):
+        c.err(_join(path, k), "key appears more than once")
+    raw.pop("\0duplicates", None)
+    for k, v in raw.items():
+        if isinstance(v, dict):
+            _dups(c, v, _join(path, k))
+        elif isinstance(v, list):
+            for i, item in enumerate(v):
+                if isinstance(item, dict):
+                    _dups(c, item, "%s[%d]" % (_join(path, k), i))
+
+
+def _choice(c, raw, path, default, choices):
+    if raw is None:
+        return default
+    if raw not in choices:
+        c.err(path, "%r is not one of %s" % (raw, ", ".join(choices)))
+        return default
+    return raw
+
+
+def _sources(c, raw):
+    ips = c.obj(raw, "ipsets")
+    c.unknown(ips, "ipsets", "ipsets")
+    if "sources" not in ips:
+        return list(DEFAULT_SOURCES)
+    out = []
+    for i, s in enumerate(c.lst(ips["sources"], "ipsets.sources")):
+        p = "ipsets.sources[%d]" % i
+        if not isinstance(s, str) or "{cc}" not in s or not re.match(r"^(https?|file)://", s):
+            c.err(p, "%r must be an http(s):// or file:// URL containing {cc}" % (s,))
+            continue
+        out.append(s)
+    return out
+
+
+def _table(c, raw, path, default, names):
+    if raw is None:
+        return default
+    num = tables.resolve(str(raw), names) if isinstance(raw, (str, int)) and not isinstance(raw, bool) else None
+    if num is None:
+        c.err(path, "%r is not a routing table number or a name in rt_tables" % (raw,))
+        return default
+    if num in (253, 254, 255):
+        c.err(path, "table %d is reserved (default/main/local)" % num)
+        return default
+    return num
+
+
+def _tunnels(c, raw, names, cfg):
+    td = c.obj(raw, "tunnel_director")
+    c.unknown(td, "tunnel_director", "tunnel_director")
+    tuns = c.obj(td.get("tunnels"), "tunnel_director.tunnels")
+    out = []
+    for slot, (name, body) in enumerate(tuns.items(), start=1):
+        p = "tunnel_director.tunnels.%s" % name
+        table = tables.resolve(name, names) if name else None
+        if table is None:
+            c.err(p, "table %r is not in %s (nor numeric, nor 'main')" % (name, cfg.rt_tables))
+        elif table in (0, 253, 255):
+            c.err(p, "table %r (%d) cannot carry tunnel traffic" % (name, table))
+        if not isinstance(body, dict):
+            c.err(p, "must be an object with 'clients' and 'exclude', got %s" % _tname(body))
+            continue
+        c.unknown(body, "tunnel", p)
+        out.append(Tunnel(name=name, table=table or 0, slot=slot,
+                          clients=c.nets(body.get("clients"), p + ".clients"),
+                          exclude=c.set_names(body.get("exclude"), p + ".exclude")))
+    if len(out) > cfg.td_max_slots > 0:
+        c.err("tunnel_director.tunnels", "%d tunnels do not fit in mark mask %#x (%d slots)"
+              % (len(out), cfg.td_mark_mask, cfg.td_max_slots))
+    if out and cfg.td_pref_base + len(out) - 1 > 32765:
+        c.err("advanced.tunnel_director.pref_base", "pref_base + tunnels exceeds 32765")
+    return out
+
+
+def _check_marks(c, cfg):
+    x = cfg.xray
+    if x.fwmark_mask == 0 or x.fwmark & ~x.fwmark_mask or x.fwmark == 0:
+        c.err("advanced.xray.fwmark", "%#x must be non-zero and inside fwmark_mask %#x" % (x.fwmark, x.fwmark_mask))
+    m = cfg.td_mark_mask
+    if m == 0:
+        c.err("advanced.tunnel_director.mark_mask", "must be non-zero")
+        return
+    low = (m & -m).bit_length() - 1
+    if (m >> low) & ((m >> low) + 1):
+        c.err("advanced.tunnel_director.mark_mask", "%#x is not a contiguous bit field" % m)
+    elif cfg.td_mark_shift != low:
+        c.err("advanced.tunnel_director.mark_shift", "%d does not match mark_mask %#x (its lowest bit is %d)"
+              % (cfg.td_mark_shift, m, low))
+    if m & x.fwmark_mask:
+        c.err("advanced.tunnel_director.mark_mask", "%#x overlaps the Xray fwmark_mask %#x" % (m, x.fwmark_mask))
+
+
+def _check_collisions(c, cfg):
+    if cfg.xray.chain == cfg.td_chain:
+        c.err("advanced.tunnel_director.chain", "same name as advanced.xray.chain (%r)" % cfg.td_chain)
+    for path, ch in (("advanced.xray.chain", cfg.xray.chain), ("advanced.tunnel_director.chain", cfg.td_chain)):
+        if ch in BUILTIN_CHAINS:
+            c.err(path, "%r is a built-in chain" % ch)
+    if cfg.xray.clients_ipset == cfg.xray.servers_ipset:
+        c.err("advanced.xray.servers_ipset", "same name as advanced.xray.clients_ipset")
+    n = max(len(cfg.tunnels), 1)
+    if cfg.td_pref_base <= cfg.xray.rule_pref < cfg.td_pref_base + n:
+        c.err("advanced.xray.rule_pref", "%d collides with the tunnel priorities %d..%d"
+              % (cfg.xray.rule_pref, cfg.td_pref_base, cfg.td_pref_base + n - 1))
+    for t in cfg.tunnels:
+        if t.table == cfg.xray.route_table:
+            c.err("tunnel_director.tunnels.%s" % t.name, "table %d is the Xray route table (advanced.xray.route_table)"
+                  % t.table)
+    own = {cfg.xray.clients_ipset, cfg.xray.servers_ipset}
+    for path, names in [("xray.exclude_sets", cfg.xray.exclude_sets)] + [
+            ("tunnel_director.tunnels.%s.exclude" % t.name, t.exclude) for t in cfg.tunnels]:
+        for i, n_ in enumerate(names):
+            if n_ in own:
+                c.err("%s[%d]" % (path, i), "%r is one of vpn-director's own Xray sets" % n_)
+
+
+def is_country(name):
+    return bool(COUNTRY_RE.match(name))
+
+
+def effective(cfg) -> Tuple[List[ipaddress.IPv4Network], List[Tuple[Tunnel, List[ipaddress.IPv4Network]]]]:
+    """Client lists with paused clients taken out (exact entries only)."""
+    paused = set(cfg.paused_clients)
+    xc = [n for n in _dedupe(cfg.xray.clients) if n not in paused]
+    tuns = [(t, [n for n in _dedupe(t.clients) if n not in paused]) for t in cfg.tunnels]
+    return xc, tuns
+
+
+def _dedupe(nets):
+    seen, out = set(), []
+    for n in nets:
+        if n not in seen:
+            seen.add(n)
+            out.append(n)
+    return out
+
+
+def paused_inside(cfg, nets) -> List[ipaddress.IPv4Network]:
+    """Paused clients that sit inside (but are not equal to) one of `nets`: they need an explicit hole."""
+    return [p for p in _dedupe(cfg.paused_clients)
+            if p not in nets and any(p != n and p.subnet_of(n) for n in nets)]
+
+
+def xray_enabled(cfg) -> bool:
+    return bool(effective(cfg)[0])
+

@@ -1,0 +1,92 @@
+"""Read the kernel's current state back: iptables-save, ipset save, ip rule / ip route output."""
+
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+RULE_RE = re.compile(r"^(\d+):\s+(.*?)\s*$")
+COUNTED_RE = re.compile(r"^\[(\d+):(\d+)\]\s+(.*)$")
+
+
+@dataclass
+class LiveSet:
+    name: str
+    type: str
+    header: str
+    members: frozenset
+
+
+@dataclass
+class LiveState:
+    chains: Dict[str, List[str]] = field(default_factory=dict)  # mangle chain -> rule specs in order
+    counters: Dict[str, List[Tuple[int, int]]] = field(default_factory=dict)
+    sets: Dict[str, LiveSet] = field(default_factory=dict)
+    rules: List[Tuple[int, str]] = field(default_factory=list)  # (pref, text after "PREF:\t")
+    routes: Dict[int, List[str]] = field(default_factory=dict)
+
+    @property
+    def prerouting(self):
+        return self.chains.get("PREROUTING", [])
+
+
+def parse_iptables_save(text, state):
+    """Fill chains (and counters when -c was used) from `iptables-save -t mangle`."""
+    in_mangle = False
+    for line in text.splitlines():
+        if line.startswith("*"):
+            in_mangle = line == "*mangle"
+        elif not in_mangle or line.startswith("#") or not line:
+            continue
+        elif line.startswith(":"):
+            state.chains.setdefault(line[1:].split()[0], [])
+            state.counters.setdefault(line[1:].split()[0], [])
+        else:
+            pkts = byts = 0
+            m = COUNTED_RE.match(line)
+            if m:
+                pkts, byts, line = int(m.group(1)), int(m.group(2)), m.group(3)
+            if line.startswith("-A "):
+                chain, _, spec = line[3:].partition(" ")
+                state.chains.setdefault(chain, []).append(spec.strip())
+                state.counters.setdefault(chain, []).append((pkts, byts))
+
+
+def parse_ipset_save(text, state):
+    members = {}
+    for line in text.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) < 3:
+            continue
+        if parts[0] == "create":
+            name, rest = parts[1], parts[2]
+            typ, _, header = rest.partition(" ")
+            state.sets[name] = LiveSet(name, typ, header, frozenset())
+            members[name] = []
+        elif parts[0] == "add" and parts[1] in members:
+            members[parts[1]].append(parts[2].strip())
+    for name, items in members.items():
+        state.sets[name].members = frozenset(items)
+
+
+def parse_ip_read(text, state, table):
+    """Output of `ip -N -batch` running `rule show` then `route show table TABLE`.
+
+    Rule lines start with "PREF:"; route lines never do, so one read serves both.
+    """
+    routes = []
+    for line in text.splitlines():
+        m = RULE_RE.match(line)
+        if m:
+            state.rules.append((int(m.group(1)), m.group(2)))
+        elif line.strip():
+            routes.append(line.strip())
+    state.routes[table] = routes
+
+
+def read(tools, route_table, counters=False):
+    """The live state as three read-only processes."""
+    state = LiveState()
+    parse_iptables_save(tools.iptables_save(counters=counters), state)
+    parse_ipset_save(tools.ipset_save(), state)
+    parse_ip_read(tools.ip_read(route_table), state, route_table)
+    return state

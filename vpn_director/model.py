@@ -1,0 +1,111 @@
+"""The desired state as plain data: what the kernel should hold, independent of how it gets there."""
+
+from dataclasses import dataclass, field, replace
+from typing import FrozenSet, List, Tuple
+
+XRAY = "xray"
+TUNNEL = "tunnel"
+SHARED = "shared"  # country sets either component may use
+SCOPES = ("all", XRAY, TUNNEL)
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    name: str
+    members: FrozenSet[str]  # entries exactly as `ipset save` prints them ("1.2.3.4", "10.0.0.0/8 nomatch")
+    component: str
+    country: bool = False
+
+
+@dataclass(frozen=True)
+class ChainSpec:
+    name: str
+    rules: Tuple[str, ...]  # rule specs as iptables-save prints them, without "-A NAME"
+    component: str
+
+
+@dataclass(frozen=True)
+class JumpSpec:
+    target: str
+    spec: str  # the PREROUTING rule as iptables-save prints it, without "-A PREROUTING"
+    first: bool  # position 1; otherwise after the firmware's mark rules and after first-jumps
+    component: str
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    pref: int
+    mark: int
+    mask: int
+    table: int
+    component: str
+
+    @property
+    def text(self):
+        # Exactly what `ip -N rule show` prints after "PREF:\t".
+        return "from all fwmark %#x/%#x lookup %d" % (self.mark, self.mask, self.table)
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    table: int
+    add: str  # argument of `ip route replace ... table N`
+    shown: str  # the line `ip -N route show table N` prints for it (numeric type and scope)
+    component: str
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Which kernel objects belong to vpn-director under this config (live ones may be stale)."""
+
+    lan: str
+    xray_chain: str
+    td_chain: str
+    xray_pref: int
+    xray_mask: int
+    td_prefs: Tuple[int, int]  # inclusive range
+    td_mask: int
+    route_table: int
+    xray_sets: Tuple[str, str]
+
+    def rule_component(self, pref, text):
+        if pref == self.xray_pref and ("/%#x " % self.xray_mask) in text + " ":
+            return XRAY
+        if self.td_prefs[0] <= pref <= self.td_prefs[1] and ("/%#x " % self.td_mask) in text + " ":
+            return TUNNEL
+        return None
+
+
+@dataclass
+class DesiredState:
+    ownership: Ownership
+    sets: List[SetSpec] = field(default_factory=list)
+    external_sets: List[str] = field(default_factory=list)
+    chains: List[ChainSpec] = field(default_factory=list)
+    jumps: List[JumpSpec] = field(default_factory=list)
+    rules: List[RuleSpec] = field(default_factory=list)
+    routes: List[RouteSpec] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    def scoped(self, scope):
+        """The part of the state one component owns (country sets follow whoever uses them)."""
+        if scope == "all":
+            return self
+        keep = {scope, SHARED}
+        chains = [c for c in self.chains if c.component == scope]
+        used = {n for c in chains for r in c.rules for n in set_refs(r)}
+        return replace(
+            self,
+            sets=[s for s in self.sets if s.component == scope or (s.component == SHARED and s.name in used)],
+            external_sets=[n for n in self.external_sets if n in used],
+            chains=chains,
+            jumps=[j for j in self.jumps if j.component in keep],
+            rules=[r for r in self.rules if r.component in keep],
+            routes=[r for r in self.routes if r.component in keep],
+        )
+
+
+def set_refs(rule):
+    """Names of the sets a rule spec matches against."""
+    parts = rule.split()
+    return [parts[i + 1] for i, p in enumerate(parts) if p == "--match-set" and i + 1 < len(parts)]

@@ -1,0 +1,332 @@
+"""Diff desired against live state and turn the differences into ordered, reversible batches.
+
+Order on apply (make-before-break): sets -> ip rules/routes -> chains + jumps (one commit)
+-> removal of stale rules/routes -> removal of stale sets. Stop is the same plan with an empty
+desired state, so jumps come out first. Every step up to the chain commit carries an undo
+batch; if a step fails, the finished ones are undone and the previous routing stays.
+"""
+
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from . import render
+from .desired import XRAY_ROUTE_SHOWN
+from .errors import DataError, ToolError
+from .model import SHARED, TUNNEL, XRAY, DesiredState, set_refs
+
+# The firmware's own per-interface mark rules (Merlin: -i tun11 -j MARK --set-xmark 0x1/0x1).
+FIRMWARE_MARK_RE = re.compile(r"^-i (wgc|wgs|tun|ovpnc|ovpns)\S* .*-j MARK ")
+SETXMARK_RE = re.compile(r"--set-xmark (0x[0-9a-f]+)/")
+FWMARK_RE = re.compile(r"fwmark (0x[0-9a-f]+)/(0x[0-9a-f]+) lookup (\S+)")
+
+
+@dataclass
+class Step:
+    name: str
+    tool: str  # "ipset", "ip" or "iptables"
+    batch: str
+    undo: Optional[str] = None
+    changes: List[str] = field(default_factory=list)
+    reversible: bool = True  # steps after the routing switch are cleanup: not rolled back
+
+
+@dataclass
+class Plan:
+    steps: List[Step]
+    record: Dict[str, Dict[str, str]]  # what we own after the plan: {"sets": {..}, "chains": {..}}
+
+    @property
+    def changes(self):
+        return [c for s in self.steps for c in s.changes]
+
+
+def components(scope):
+    return {XRAY, TUNNEL} if scope == "all" else {scope}
+
+
+def plan(full, live, scope, record, stop=False):
+    """Build the plan that makes `live` equal `full` for `scope` (an empty state when stopping)."""
+    own = full.ownership
+    comps = components(scope)
+    d = DesiredState(ownership=own) if stop else full.scoped(scope)
+    keep_sets = set() if stop else {s.name for s in full.sets}
+
+    missing = [n for n in d.external_sets if n not in live.sets]
+    if missing:
+        raise DataError("external set(s) %s do not exist; create them first (ipset create NAME hash:net)"
+                        % ", ".join(sorted(missing)))
+
+    # Owned chain names in scope: the config's and the ones an earlier config left behind.
+    names = {XRAY: own.xray_chain, TUNNEL: own.td_chain}
+    owned_chains = {names[c]: c for c in comps}
+    owned_chains.update({n: c for n, c in record.get("chains", {}).items() if c in comps})
+    desired_chains = {c.name: c for c in d.chains}
+    stale_chains = sorted(n for n in owned_chains if n not in desired_chains and n in live.chains)
+    rebuild = [c for c in d.chains if live.chains.get(c.name) != list(c.rules)]
+
+    steps = []
+    sets_step, tmp_sets = _sets_step(d, live)
+    if sets_step:
+        steps.append(sets_step)
+
+    rules_add, rules_del, conflicts = _rules_diff(d, live, comps, own)
+    tmp_rules, tmp_marks = _staging(full, d, live, conflicts, own)
+    routes_add, routes_del = routes_diff(d, live, comps, own)
+    adds = [render.rule_line("add", r.pref, r.text) for r in rules_add if r.mark not in conflicts]
+    adds += [render.rule_line("add", r.pref, r.text) for r in tmp_rules]
+    adds += [render.route_line("replace", r.add, r.table) for r in routes_add]
+    if adds:
+        steps.append(_ip_step("add ip rules and routes", adds))
+
+    # Chains and jumps switch in one commit; with a mark remap, chains first use temporary marks.
+    staged = [_with_marks(c, tmp_marks) for c in rebuild]
+    jops, undo_jumps = jump_ops(d, live, owned_chains, own)
+    if staged or jops or stale_chains:
+        before = {c.name: live.chains.get(c.name) for c in staged}
+        before.update({n: live.chains[n] for n in stale_chains})
+        step = Step("update mangle chains and jumps", "iptables",
+                    render.chain_doc([(c.name, c.rules) for c in staged], jops, stale_chains),
+                    _chain_undo(before, undo_jumps))
+        step.changes += ["chain %s: %s (%d rules)" % (c.name, "rebuilt" if c.name in live.chains else "created",
+                                                       len(c.rules)) for c in staged]
+        step.changes += ["jump: %s" % op for op in jops]
+        step.changes += ["chain %s: removed" % n for n in stale_chains]
+        steps.append(step)
+
+    if conflicts:
+        old = [(p, t) for p, t in rules_del if _mark_of(t) in conflicts]
+        batch = [render.rule_line("del", p, t) for p, t in old]
+        batch += [render.rule_line("add", r.pref, r.text) for r in rules_add if r.mark in conflicts]
+        steps.append(_ip_step("switch remapped ip rules", batch))
+        finals = [c for c in rebuild if c.rules != _with_marks(c, tmp_marks).rules]
+        steps.append(Step("switch chains to final marks", "iptables",
+                          render.chain_doc([(c.name, c.rules) for c in finals], [], []),
+                          render.chain_doc([(c.name, _with_marks(c, tmp_marks).rules) for c in finals], [], []),
+                          ["marks remapped: %s" % ", ".join("%#x" % m for m in sorted(conflicts))]))
+        rules_del = [(p, t) for p, t in rules_del if _mark_of(t) not in conflicts]
+
+    cleanup = [render.rule_line("del", p, t) for p, t in rules_del]
+    cleanup += [render.rule_line("del", r.pref, r.text) for r in tmp_rules]
+    cleanup += [render.route_line("del", spec, table) for table, spec in routes_del]
+    if cleanup:
+        step = _ip_step("remove stale ip rules and routes", cleanup)
+        step.reversible = False
+        steps.append(step)
+
+    final_refs = {n for c in d.chains for r in c.rules for n in set_refs(r)}
+    for name, rules in live.chains.items():
+        if name not in owned_chains:
+            final_refs.update(n for r in rules for n in set_refs(r))
+    candidates = {n for n, c in record.get("sets", {}).items() if c in comps or c == SHARED}
+    if XRAY in comps:  # the config's Xray set names are ours whatever the config enables now
+        candidates.update(own.xray_sets)
+    for n in owned_chains:  # country sets our own live chains use are ours even without a record
+        candidates.update(s for r in live.chains.get(n, []) for s in set_refs(r) if len(s) == 2 and s.islower())
+    stale_sets = sorted((candidates & set(live.sets)) - keep_sets - final_refs - {s.name for s in d.sets})
+    destroy = ["destroy %s" % n for n in tmp_sets + stale_sets]
+    if destroy:
+        steps.append(Step("remove stale sets", "ipset", "\n".join(destroy) + "\n", None,
+                          ["set %s: removed" % n for n in stale_sets], reversible=False))
+
+    new_record = {"sets": {}, "chains": {}}
+    for kind, live_names in (("sets", live.sets), ("chains", live.chains)):
+        for n, c in record.get(kind, {}).items():
+            if n in live_names and c not in comps and c != SHARED:
+                new_record[kind][n] = c
+    new_record["sets"].update({s.name: s.component for s in d.sets})
+    for n, c in record.get("sets", {}).items():
+        if n in live.sets and n not in stale_sets and n not in new_record["sets"]:
+            new_record["sets"][n] = c
+    new_record["chains"].update({c.name: c.component for c in d.chains})
+    return Plan(steps, new_record)
+
+
+def _sets_step(d, live):
+    lines, undo, changes, tmp = [], [], [], []
+    for spec in d.sets:
+        cur = live.sets.get(spec.name)
+        if cur is None:
+            lines += render.set_lines(spec.name, spec.members)
+            undo.append("destroy %s" % spec.name)
+            changes.append("set %s: created (%d entries)" % (spec.name, len(spec.members)))
+        elif cur.type != "hash:net":
+            raise DataError("set %s exists with type %s, not hash:net; destroy or rename it" % (spec.name, cur.type))
+        elif cur.members != spec.members:
+            t = "%s%d" % (render.TMP_PREFIX, len(tmp))
+            tmp.append(t)
+            lines += render.set_lines(t, spec.members)
+            lines.append("swap %s %s" % (t, spec.name))
+            undo.append("swap %s %s" % (t, spec.name))  # the temp set now holds the old members
+            changes.append("set %s: +%d -%d entries (swapped)" % (
+                spec.name, len(spec.members - cur.members), len(cur.members - spec.members)))
+    leftovers = [n for n in live.sets if n.startswith(render.TMP_PREFIX) and n not in tmp]
+    lines = ["destroy %s" % n for n in leftovers] + lines
+    if not lines:
+        return None, tmp
+    return Step("load sets", "ipset", "\n".join(lines) + "\n", "\n".join(reversed(undo)) + "\n", changes), tmp
+
+
+def _rules_diff(d, live, comps, own):
+    live_owned = [(p, t) for p, t in live.rules if own.rule_component(p, t) in comps]
+    remaining = list(live_owned)
+    adds = []
+    for r in d.rules:
+        if (r.pref, r.text) in remaining:
+            remaining.remove((r.pref, r.text))
+        else:
+            adds.append(r)
+    # A mark whose live rule points at another table than the desired one, while the live chain
+    # still produces it: switching either first would misroute, so it is staged.
+    live_table = {}
+    for p, t in live_owned:
+        m = FWMARK_RE.search(t)
+        if m and own.rule_component(p, t) == TUNNEL:
+            live_table.setdefault(int(m.group(1), 16), set()).add(m.group(3))
+    produced = {int(m, 16) for r in live.chains.get(own.td_chain, []) for m in SETXMARK_RE.findall(r)}
+    conflicts = {r.mark for r in d.rules if r.component == TUNNEL and r.mark in produced
+                 and live_table.get(r.mark, {str(r.table)}) != {str(r.table)}}
+    return adds, remaining, conflicts
+
+
+def _staging(full, d, live, conflicts, own):
+    """Temporary marks (free slots from the top of the field) for remapped tunnels."""
+    if not conflicts:
+        return [], {}
+    shift = (own.td_mask & -own.td_mask).bit_length() - 1
+    used = {r.mark for r in d.rules} | {int(m.group(1), 16) for _, t in live.rules
+                                         for m in [FWMARK_RE.search(t)] if m}
+    used_prefs = {p for p, _ in live.rules} | {r.pref for r in d.rules}
+    free = [s << shift for s in range(own.td_mask >> shift, 0, -1)
+            if (s << shift) not in used and own.td_prefs[0] + s - 1 not in used_prefs]
+    if len(free) < len(conflicts):
+        raise DataError("not enough free tunnel marks to remap %d tunnels safely" % len(conflicts))
+    tmp_marks, tmp_rules = {}, []
+    by_mark = {r.mark: r for r in d.rules}
+    for mark in sorted(conflicts):
+        t = free.pop(0)
+        tmp_marks[mark] = t
+        r = by_mark[mark]
+        tmp_rules.append(type(r)(own.td_prefs[0] + (t >> shift) - 1, t, r.mask, r.table, r.component))
+    return tmp_rules, tmp_marks
+
+
+def _with_marks(chain, tmp_marks):
+    if not tmp_marks:
+        return chain
+    def swap(rule):
+        m = SETXMARK_RE.search(rule)
+        if m and int(m.group(1), 16) in tmp_marks:
+            return rule.replace(m.group(0), "--set-xmark %#x/" % tmp_marks[int(m.group(1), 16)])
+        return rule
+    return type(chain)(chain.name, tuple(swap(r) for r in chain.rules), chain.component)
+
+
+def _mark_of(text):
+    m = FWMARK_RE.search(text)
+    return int(m.group(1), 16) if m else None
+
+
+def routes_diff(d, live, comps, own):
+    adds = [r for r in d.routes if r.shown not in live.routes.get(r.table, [])]
+    dels = []
+    if XRAY in comps and not any(r.component == XRAY for r in d.routes):
+        if XRAY_ROUTE_SHOWN in live.routes.get(own.route_table, []):
+            dels.append((own.route_table, "local default dev lo"))
+    return adds, dels
+
+
+def _ip_step(name, lines):
+    undo = []
+    for line in reversed(lines):
+        verb = line.split()[1]
+        if verb in ("add", "replace"):
+            undo.append(line.replace(" %s " % verb, " del ", 1))
+    return Step(name, "ip", "\n".join(lines) + "\n", "\n".join(undo) + "\n" if undo else None,
+                ["ip %s" % line for line in lines])
+
+
+def jump_ops(d, live, owned_chains, own):
+    """PREROUTING edits, simulated on a copy so every -I position is exact at its moment."""
+    pr = list(live.prerouting)
+    ops, undo = [], []
+
+    def delete(spec):
+        i = pr.index(spec)
+        pr.pop(i)
+        ops.append("-D PREROUTING %s" % spec)
+        undo.insert(0, "-I PREROUTING %d %s" % (i + 1, spec))
+
+    def insert(pos, spec):
+        pr.insert(pos, spec)
+        ops.append("-I PREROUTING %d %s" % (pos + 1, spec))
+        undo.insert(0, "-D PREROUTING %s" % spec)
+
+    wanted = {j.target: j.spec for j in d.jumps}
+    for spec in list(pr):
+        t = target(spec)
+        if t in owned_chains and wanted.get(t) != spec:
+            delete(spec)
+    for j in sorted(d.jumps, key=lambda j: not j.first):
+        copies = [i for i, s in enumerate(pr) if s == j.spec]
+        if j.first:
+            in_place = copies == [0]
+        else:
+            in_place = len(copies) == 1 and copies[0] >= _base_position(pr, own)
+        if in_place:
+            continue
+        for _ in copies:
+            delete(j.spec)
+        insert(0 if j.first else _base_position(pr, own), j.spec)
+    return ops, undo
+
+
+def _base_position(pr, own):
+    """Index after the firmware's per-interface mark rules and after the Xray jump."""
+    base = 0
+    for i, spec in enumerate(pr):
+        if FIRMWARE_MARK_RE.match(spec) or target(spec) == own.xray_chain:
+            base = i + 1
+    return base
+
+
+def target(spec):
+    parts = spec.split()
+    return parts[parts.index("-j") + 1] if "-j" in parts[:-1] else None
+
+
+def _chain_undo(before, undo_jumps):
+    """Document that puts the touched chains and jumps back as they were."""
+    rebuilt = [(n, rules) for n, rules in before.items() if rules is not None]
+    created = [n for n, rules in before.items() if rules is None]
+    doc = render.chain_doc(rebuilt, undo_jumps, [])
+    if created:  # chains this step created are emptied and removed after the jumps are gone
+        doc = doc.replace("COMMIT\n", "".join(":%s - [0:0]\n-X %s\n" % (n, n) for n in created) + "COMMIT\n")
+    return doc
+
+
+def execute(p, tools):
+    """Run the steps; on failure undo the finished reversible ones and re-raise."""
+    done = []
+    for step in p.steps:
+        try:
+            _run(tools, step.name, step.tool, step.batch)
+        except ToolError:
+            if step.reversible:
+                for prev in reversed(done):
+                    if prev.undo and prev.reversible:
+                        try:
+                            _run(tools, "undo " + prev.name, prev.tool, prev.undo, force=True)
+                        except ToolError:
+                            pass  # report the original failure; the next apply converges
+            raise
+        done.append(step)
+
+
+def _run(tools, name, tool, batch, force=False):
+    if tool == "ipset":
+        tools.ipset_restore(name, batch)
+    elif tool == "ip":
+        tools.ip_batch(name, batch, force=force)
+    else:
+        tools.iptables_restore(name, batch)

@@ -1,0 +1,47 @@
+"""Text of the batches: `ipset restore` scripts, `iptables-restore --noflush` documents, `ip -batch` lines."""
+
+import ipaddress
+
+from . import sets
+
+TMP_PREFIX = "vpd-tmp-"
+
+
+def _key(member):
+    addr = member.split()[0]
+    net = ipaddress.IPv4Network(addr)
+    return int(net.network_address), net.prefixlen, member
+
+
+def set_lines(name, members):
+    """create + add lines for one hash:net set, members in address order (stable output)."""
+    hashsize, maxelem = sets.sizing(len(members))
+    lines = ["create %s hash:net family inet hashsize %d maxelem %d" % (name, hashsize, maxelem)]
+    lines += ["add %s %s" % (name, m) for m in sorted(members, key=_key)]
+    return lines
+
+
+def chain_doc(chains, jump_ops, deleted_chains):
+    """One mangle transaction: declare (= flush) and refill chains, move jumps, delete chains.
+
+    chains: [(name, [rule specs])]; jump_ops: ["-D PREROUTING ...", "-I PREROUTING N ..."] in
+    execution order; deleted_chains: names whose jumps the ops already removed.
+    """
+    lines = ["*mangle"]
+    lines += [":%s - [0:0]" % name for name, _ in chains]
+    lines += [":%s - [0:0]" % name for name in deleted_chains]
+    for name, rules in chains:
+        lines += ["-A %s %s" % (name, r) for r in rules]
+    lines += list(jump_ops)
+    lines += ["-X %s" % name for name in deleted_chains]
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def rule_line(verb, pref, text):
+    """`ip rule` batch line from the text `ip rule show` prints ("from all fwmark M/K lookup T")."""
+    return "rule %s pref %d %s" % (verb, pref, text)
+
+
+def route_line(verb, spec, table):
+    return "route %s %s table %d" % (verb, spec, table)

@@ -1,0 +1,116 @@
+"""status: every owned object as OK / MISSING / MISMATCH, with per-rule packet counters."""
+
+from . import live, reconcile
+from .model import XRAY
+
+OK, MISSING, MISMATCH = "OK", "MISSING", "MISMATCH"
+
+
+def report(full, current, scope, record):
+    """Return {"objects": [...], "ok": bool}; `current` must be read with counters."""
+    d = full.scoped("all" if scope == "ipset" else scope)
+    comps = reconcile.components("all" if scope == "ipset" else scope)
+    own = full.ownership
+    objs = []
+
+    for s in d.sets:
+        cur = current.sets.get(s.name)
+        if cur is None:
+            objs.append(_obj("set", s.name, MISSING, entries=len(s.members)))
+        else:
+            extra, lacking = len(cur.members - s.members), len(s.members - cur.members)
+            objs.append(_obj("set", s.name, OK if not extra and not lacking else MISMATCH,
+                             entries=len(cur.members), expected=len(s.members), extra=extra, missing=lacking))
+    for n in d.external_sets:
+        objs.append(_obj("set", n, OK if n in current.sets else MISSING, external=True))
+    if scope == "ipset":
+        return _result(objs)
+
+    for c in d.chains:
+        rules = current.chains.get(c.name)
+        counters = current.counters.get(c.name, [])
+        if rules is None:
+            objs.append(_obj("chain", c.name, MISSING, rules=[{"rule": r, "status": MISSING} for r in c.rules]))
+            continue
+        listed = []
+        for i, r in enumerate(c.rules):
+            ok = i < len(rules) and rules[i] == r
+            pk, by = counters[i] if ok and i < len(counters) else (0, 0)
+            verdict = OK if ok else MISMATCH if r in rules else MISSING
+            listed.append({"rule": r, "status": verdict, "packets": pk, "bytes": by})
+        listed += [{"rule": r, "status": MISMATCH, "note": "not in config"} for r in rules if r not in c.rules]
+        objs.append(_obj("chain", c.name, OK if rules == list(c.rules) else MISMATCH, rules=listed))
+
+    names = {XRAY: own.xray_chain, "tunnel": own.td_chain}
+    owned = {names[c]: c for c in comps}
+    ops, _ = reconcile.jump_ops(d, current, owned, own)
+    pre = current.prerouting
+    pre_counters = current.counters.get("PREROUTING", [])
+    for j in d.jumps:
+        pos = [i for i, s in enumerate(pre) if s == j.spec]
+        status = MISSING if not pos else MISMATCH if any(j.spec in op for op in ops) else OK
+        pk = pre_counters[pos[0]][0] if pos and pos[0] < len(pre_counters) else 0
+        objs.append(_obj("jump", "PREROUTING -> %s" % j.target, status, rule=j.spec,
+                         position=pos[0] + 1 if pos else None, packets=pk,
+                         expected="1" if j.first else "after firmware mark rules and the Xray jump"))
+    for spec in pre:
+        t = reconcile.target(spec)
+        if t in owned and spec not in [j.spec for j in d.jumps]:
+            objs.append(_obj("jump", "PREROUTING -> %s" % t, MISMATCH, rule=spec, note="not in config"))
+
+    live_rules = [(p, t) for p, t in current.rules if own.rule_component(p, t) in comps]
+    for r in d.rules:
+        found = (r.pref, r.text) in live_rules
+        objs.append(_obj("ip rule", str(r.pref), OK if found else MISSING, rule=r.text))
+    wanted = {(r.pref, r.text) for r in d.rules}
+    for p, t in live_rules:
+        if (p, t) not in wanted:
+            objs.append(_obj("ip rule", str(p), MISMATCH, rule=t, note="not in config"))
+    for r in d.routes:
+        found = r.shown in current.routes.get(r.table, [])
+        objs.append(_obj("route", "table %d" % r.table, OK if found else MISSING, route=r.add))
+    adds, dels = reconcile.routes_diff(d, current, comps, own)
+    for table, spec in dels:
+        objs.append(_obj("route", "table %d" % table, MISMATCH, route=spec, note="not in config"))
+    for n, c in record.get("chains", {}).items():
+        if c in comps and n in current.chains and n not in {c_.name for c_ in d.chains}:
+            objs.append(_obj("chain", n, MISMATCH, note="left by an earlier config"))
+    return _result(objs)
+
+
+def _obj(kind, name, status, **extra):
+    o = {"kind": kind, "name": name, "status": status}
+    o.update(extra)
+    return o
+
+
+def _result(objs):
+    return {"ok": all(o["status"] == OK for o in objs), "objects": objs}
+
+
+def format_text(rep):
+    lines = []
+    for o in rep["objects"]:
+        head = "%-8s %-8s %s" % (o["status"], o["kind"], o["name"])
+        if o["kind"] == "set" and "entries" in o:
+            head += "  (%d entries%s)" % (o["entries"], "" if o["status"] != MISMATCH else
+                                          ", +%d extra, %d missing" % (o["extra"], o["missing"]))
+        if o.get("position"):
+            head += "  at position %d, %d packets" % (o["position"], o.get("packets", 0))
+        if o.get("rule") and o["kind"] in ("ip rule", "jump"):
+            head += "  " + o["rule"]
+        if o.get("route"):
+            head += "  " + o["route"]
+        if o.get("note"):
+            head += "  [%s]" % o["note"]
+        lines.append(head)
+        for r in o.get("rules", []):
+            lines.append("    %-8s %8s pkts  %s" % (r["status"], r.get("packets", "-"), r["rule"]))
+    if not rep["objects"]:
+        lines.append("nothing configured for this scope")
+    lines.append("status: %s" % ("all objects match the config" if rep["ok"] else "live state differs from the config"))
+    return "\n".join(lines)
+
+
+def read(tools, cfg):
+    return live.read(tools, cfg.xray.route_table, counters=True)

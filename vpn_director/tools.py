@@ -1,0 +1,142 @@
+"""The kernel tools: locate them, probe their capabilities once, run batches, name failures precisely."""
+
+import os
+import re
+import shutil
+import subprocess
+
+from .errors import ToolError
+
+# stderr fragments that mean a kernel feature is missing, not a bad batch
+FEATURES = [
+    (re.compile(r"Couldn't load target `?TPROXY", re.I), "kernel feature missing: TPROXY target (xt_TPROXY)"),
+    (re.compile(r"Couldn't load match `?set", re.I), "kernel feature missing: ipset match (xt_set)"),
+    (re.compile(r"Couldn't load match `?mark", re.I), "kernel feature missing: mark match (xt_mark)"),
+    (re.compile(r"Couldn't load target `?MARK", re.I), "kernel feature missing: MARK target (xt_mark)"),
+    (re.compile(r"set type not supported|Kernel support protocol versions", re.I),
+     "kernel feature missing: ipset hash:net (ip_set_hash_net)"),
+    (re.compile(r"Protocol not supported|Address family not supported", re.I),
+     "kernel feature missing: netlink family for this request"),
+]
+LINE_PATTERNS = [
+    re.compile(r"Error occurred at line: (\d+)"),
+    re.compile(r"line (\d+) failed"),
+    re.compile(r"Error in line (\d+)"),
+    re.compile(r"Command failed -:(\d+)"),
+]
+
+
+class Tools:
+    """Runs iptables-restore/-save, ipset and ip. `backend` is auto, legacy or nft."""
+
+    def __init__(self, backend="auto", env=None):
+        self.env = os.environ if env is None else env
+        self.backend_wanted = self.env.get("VPD_IPTABLES") or backend
+        self.calls = 0  # external processes spawned (benchmarks read it)
+        self.log = []  # (argv, input) of every write, for tests and --verbose
+        self._probe = None
+
+    # --- locating and probing -------------------------------------------------------------
+    def _which(self, name):
+        path = shutil.which(name, path=self.env.get("PATH"))
+        if not path:
+            raise ToolError("preflight", "required tool %r not found in PATH" % name)
+        return path
+
+    def probe(self):
+        """(backend, restore, save, wait_args), computed once per process."""
+        if self._probe is None:
+            self._probe = self._do_probe()
+        return self._probe
+
+    def _do_probe(self):
+        want = self.backend_wanted
+        candidates = {"legacy": ["iptables-legacy-restore", "iptables-restore"],
+                      "nft": ["iptables-nft-restore", "iptables-restore"],
+                      "auto": ["iptables-restore"]}.get(want)
+        if candidates is None:
+            raise ToolError("preflight", "unknown iptables backend %r (auto, legacy or nft)" % want)
+        restore = None
+        for name in candidates:
+            if shutil.which(name, path=self.env.get("PATH")):
+                restore = name
+                break
+        if restore is None:
+            self._which(candidates[0])
+        version = self.run("probe iptables", [restore, "--version"]).strip()
+        backend = "nft" if "nf_tables" in version else "legacy"
+        if want != "auto" and backend != want:
+            raise ToolError("preflight", "%s is the %s backend, not %s" % (restore, backend, want))
+        m = re.search(r"v(\d+)\.(\d+)\.(\d+)", version)
+        ver = tuple(int(x) for x in m.groups()) if m else (0, 0, 0)
+        wait = ["-w", "10"] if ver >= (1, 6, 2) else []
+        save = restore.replace("-restore", "-save")
+        self._which(save)
+        return backend, restore, save, wait
+
+    # --- running ---------------------------------------------------------------------------
+    def run(self, step, argv, input=None, write=False, ok_errors=()):
+        exe = self._which(argv[0])
+        self.calls += 1
+        if write:
+            self.log.append((list(argv), input))
+        try:
+            proc = subprocess.run([exe] + list(argv[1:]), input=input, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, universal_newlines=True, env=self.env)
+        except OSError as e:
+            raise ToolError(step, "cannot run %s: %s" % (argv[0], e))
+        if proc.returncode != 0 and not _only(proc.stderr, ok_errors):
+            raise _failure(step, argv, proc.stderr or proc.stdout, input)
+        return proc.stdout
+
+    # --- readers ---------------------------------------------------------------------------
+    def iptables_save(self, counters=False):
+        _, _, save, _ = self.probe()
+        return self.run("read iptables", [save, "-t", "mangle"] + (["-c"] if counters else []))
+
+    def ipset_save(self):
+        return self.run("read ipset", ["ipset", "save"])
+
+    def ip_read(self, table):
+        """`ip rule show` and `ip route show table N`, in one process."""
+        cmds = "rule show\nroute show table %d\n" % table
+        # A table with no routes does not exist yet; that is an empty table, not an error.
+        return self.run("read ip", ["ip", "-N", "-force", "-batch", "-"], input=cmds,
+                        ok_errors=("FIB table does not exist", "Dump terminated", "Command failed -:2"))
+
+    # --- writers ---------------------------------------------------------------------------
+    def iptables_restore(self, step, doc):
+        _, restore, _, wait = self.probe()
+        return self.run(step, [restore, "--noflush"] + wait, input=doc, write=True)
+
+    def ipset_restore(self, step, script):
+        return self.run(step, ["ipset", "restore"], input=script, write=True)
+
+    def ip_batch(self, step, batch, force=False):
+        return self.run(step, ["ip"] + (["-force"] if force else []) + ["-batch", "-"], input=batch, write=True)
+
+
+def _only(stderr, allowed):
+    """True if every stderr line is one of the allowed, harmless messages."""
+    lines = [l for l in stderr.splitlines() if l.strip()]
+    return bool(allowed) and bool(lines) and all(any(a in l for a in allowed) for l in lines)
+
+
+def _failure(step, argv, stderr, input):
+    text = " ".join(line.strip() for line in stderr.strip().splitlines() if line.strip()
+                    and not line.startswith("Try `"))
+    for pattern, message in FEATURES:
+        if pattern.search(text):
+            return ToolError(step, message + " [%s]" % text[:200])
+    line = None
+    if input:
+        for pattern in LINE_PATTERNS:
+            m = pattern.search(text)
+            if m:
+                lines = input.splitlines()
+                n = int(m.group(1))
+                if 0 < n <= len(lines):
+                    line = "%d: %s" % (n, lines[n - 1])
+                break
+    return ToolError(step, "%s failed: %s" % (os.path.basename(argv[0]), text[:300] or "exit status non-zero"),
+                     line)
