@@ -9,19 +9,30 @@ from typing import List, Tuple
 
 from . import tables
 from .errors import ConfigError
+from .render import TMP_PREFIX
 
 DEFAULT_PATH = "/opt/vpn-director/vpn-director.json"
 
-# ipset names: the kernel allows 31 bytes; we also keep them shell- and parser-safe.
-SET_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,31}$")
-# iptables chain names: 28 usable characters.
-CHAIN_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,28}$")
+# ipset names: the kernel allows 31 bytes; we also keep them shell- and parser-safe. Names with
+# the prefix of apply's temporary swap sets are reserved (apply would collide with or destroy them).
+SET_NAME_RE = re.compile(r"^(?!%s)[A-Za-z0-9_.:-]{1,31}$" % re.escape(TMP_PREFIX))
+# iptables chain names: 28 usable characters; iptables-nft refuses a leading '-'.
+CHAIN_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,27}$")
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,15}$")
 HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
 COUNTRY_RE = re.compile(r"^[A-Za-z]{2}$")
 BUILTIN_CHAINS = {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
+# A chain may not share a target's name: iptables refuses it (nft; legacy for the verdicts) or,
+# worse, `-j MARK`/`-j TPROXY` would jump into the chain instead of running the target.
+TARGET_NAMES = {
+    "ACCEPT", "DROP", "QUEUE", "RETURN", "ERROR", "standard", "AUDIT", "CHECKSUM", "CLASSIFY",
+    "CLUSTERIP", "CONNMARK", "CONNSECMARK", "CT", "DNAT", "DNPT", "DSCP", "ECN", "HL", "HMARK",
+    "IDLETIMER", "LED", "LOG", "MARK", "MASQUERADE", "NAT", "NETMAP", "NFLOG", "NFQUEUE", "NOTRACK",
+    "RATEEST", "REDIRECT", "REJECT", "SECMARK", "SET", "SNAT", "SNPT", "SYNPROXY", "TCPMSS",
+    "TCPOPTSTRIP", "TEE", "TOS", "TPROXY", "TRACE", "TTL", "ULOG",
+}
 IPTABLES_BACKENDS = ("auto", "legacy", "nft")
 
 
@@ -180,7 +191,8 @@ class _Checker:
         for i, item in enumerate(self.lst(raw, path)):
             p = "%s[%d]" % (path, i)
             if not isinstance(item, str) or not SET_NAME_RE.match(item):
-                self.err(p, "%r is not a valid set name (1-31 characters of A-Z a-z 0-9 _ . : -)" % (item,))
+                self.err(p, "%r is not a valid set name (1-31 characters of A-Z a-z 0-9 _ . : -, not starting "
+                         "with %s)" % (item, TMP_PREFIX))
                 continue
             if COUNTRY_RE.match(item):
                 item = item.lower()  # country codes are normalised, never silently ignored
@@ -194,7 +206,7 @@ class _Checker:
         if raw is None:
             return default
         if isinstance(raw, bool) or not isinstance(raw, int):
-            if isinstance(raw, str) and raw.strip().isdigit():
+            if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit():
                 raw = int(raw)
             else:
                 self.err(path, "must be an integer, got %r" % (raw,))
@@ -387,7 +399,7 @@ def _sources(c, raw):
 def _table(c, raw, path, default, names):
     if raw is None:
         return default
-    num = tables.resolve(str(raw), names) if isinstance(raw, (str, int)) and not isinstance(raw, bool) else None
+    num = _resolve(str(raw), names) if isinstance(raw, (str, int)) and not isinstance(raw, bool) else None
     if num is None:
         c.err(path, "%r is not a routing table number or a name in rt_tables" % (raw,))
         return default
@@ -397,6 +409,13 @@ def _table(c, raw, path, default, names):
     return num
 
 
+def _resolve(name, names):
+    # str.isdigit() is true for '²' or '١٢٣', which are no table numbers (int('²') even raises)
+    if name.isdigit() and not name.isascii():
+        return names.get(name)
+    return tables.resolve(name, names)
+
+
 def _tunnels(c, raw, names, cfg):
     td = c.obj(raw, "tunnel_director")
     c.unknown(td, "tunnel_director", "tunnel_director")
@@ -404,7 +423,7 @@ def _tunnels(c, raw, names, cfg):
     out = []
     for slot, (name, body) in enumerate(tuns.items(), start=1):
         p = "tunnel_director.tunnels.%s" % name
-        table = tables.resolve(name, names) if name else None
+        table = _resolve(name, names) if name else None
         if table is None:
             c.err(p, "table %r is not in %s (nor numeric, nor 'main')" % (name, cfg.rt_tables))
         elif table in (0, 253, 255):
@@ -448,6 +467,8 @@ def _check_collisions(c, cfg):
     for path, ch in (("advanced.xray.chain", cfg.xray.chain), ("advanced.tunnel_director.chain", cfg.td_chain)):
         if ch in BUILTIN_CHAINS:
             c.err(path, "%r is a built-in chain" % ch)
+        elif ch in TARGET_NAMES:
+            c.err(path, "%r is the name of an iptables target" % ch)
     if cfg.xray.clients_ipset == cfg.xray.servers_ipset:
         c.err("advanced.xray.servers_ipset", "same name as advanced.xray.clients_ipset")
     n = max(len(cfg.tunnels), 1)

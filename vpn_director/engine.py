@@ -20,8 +20,9 @@ def apply(cfg, tools, scope="all", dry_run=False, log=lambda msg: None, full=Non
     """Make the kernel match the config for `scope`; return the executed (or dry-run) plan."""
     full = full or desired.build(cfg)
     if dry_run:
-        return reconcile.plan(full, live.read(tools, cfg.xray.route_table), scope,
-                              state.load_record(cfg.state_dir))
+        current = live.read(tools, cfg.xray.route_table)
+        reconcile.check_external(full.scoped(scope), current)
+        return reconcile.plan(full, current, scope, state.load_record(cfg.state_dir))
     state.boot_wait(cfg.boot_min_time, cfg.boot_wait_delay, log)
     with state.locked(cfg.state_dir, cfg.lock_timeout):
         return _run(cfg, tools, full, scope, stop=False)
@@ -37,6 +38,8 @@ def _run(cfg, tools, full, scope, stop):
     started = time.monotonic()
     current = live.read(tools, cfg.xray.route_table)
     record = state.load_record(cfg.state_dir)
+    if not stop:
+        reconcile.check_external(full.scoped(scope), current)
     p = reconcile.plan(full, current, scope, record, stop=stop)
     reconcile.execute(p, tools)
     batches = render_batches(full) if not stop else {}

@@ -41,6 +41,14 @@ class Plan:
         return [c for s in self.steps for c in s.changes]
 
 
+def check_external(d, live):
+    """Sets the config names but does not own must exist before anything changes."""
+    missing = [n for n in d.external_sets if n not in live.sets]
+    if missing:
+        raise DataError("external set(s) %s do not exist; create them first (ipset create NAME hash:net)"
+                        % ", ".join(sorted(missing)))
+
+
 def components(scope):
     return {XRAY, TUNNEL} if scope == "all" else {scope}
 
@@ -51,11 +59,6 @@ def plan(full, live, scope, record, stop=False):
     comps = components(scope)
     d = DesiredState(ownership=own) if stop else full.scoped(scope)
     keep_sets = set() if stop else {s.name for s in full.sets}
-
-    missing = [n for n in d.external_sets if n not in live.sets]
-    if missing:
-        raise DataError("external set(s) %s do not exist; create them first (ipset create NAME hash:net)"
-                        % ", ".join(sorted(missing)))
 
     # Owned chain names in scope: the config's and the ones an earlier config left behind.
     names = {XRAY: own.xray_chain, TUNNEL: own.td_chain}

@@ -1,0 +1,122 @@
+"""Rendered batches for the document's examples (no kernel needed)."""
+
+import pytest
+
+from doc_examples import EXAMPLE_1, EXAMPLE_2, EXAMPLE_3, XRAY_CHAIN
+from vpn_director import config, desired, engine
+
+EXAMPLES = {1: EXAMPLE_1, 2: EXAMPLE_2, 3: EXAMPLE_3}
+
+
+@pytest.fixture
+def build(tmp_path):
+    (tmp_path / "ipsets").mkdir()
+    (tmp_path / "ipsets" / "ru.zone").write_text("77.88.0.0/16\n# comment\n5.255.255.0/24\n")
+    rt = tmp_path / "rt_tables"
+    rt.write_text("111 wgc1\n114 ovpnc3\n")
+
+    def _build(raw):
+        raw = dict(raw, data_dir=str(tmp_path), advanced={"rt_tables": str(rt)})
+        return desired.build(config.validate(raw))
+    return _build
+
+
+def chain(state, name):
+    return [c for c in state.chains if c.name == name]
+
+
+def test_example_1_xray_chain_is_the_documents(build):
+    s = build(EXAMPLE_1)
+    assert list(chain(s, "XRAY_TPROXY")[0].rules) == XRAY_CHAIN
+    assert not chain(s, "TUN_DIR")
+    assert [(j.spec, j.first) for j in s.jumps] == [("-i br0 -j XRAY_TPROXY", True)]
+    assert [(r.pref, r.text) for r in s.rules] == [(200, "from all fwmark 0x100/0x100 lookup 100")]
+    assert [(r.table, r.add) for r in s.routes] == [(100, "local default dev lo")]
+    names = {x.name: x.members for x in s.sets}
+    assert names["XRAY_CLIENTS"] == {"192.168.50.10"}
+    assert names["XRAY_SERVERS"] == frozenset()
+    assert names["ru"] == {"77.88.0.0/16", "5.255.255.0/24"}
+
+
+def test_example_2_tunnel_chain_slot_mark_pref(build):
+    s = build(EXAMPLE_2)
+    assert not chain(s, "XRAY_TPROXY")
+    assert list(chain(s, "TUN_DIR")[0].rules) == [
+        "-s 192.168.1.5/32 -m set --match-set ru dst -j RETURN",
+        "-s 192.168.1.5/32 -m mark --mark 0x0/0xff0000 -j MARK --set-xmark 0x10000/0xff0000",
+    ]
+    assert [(r.pref, r.text) for r in s.rules] == [(16384, "from all fwmark 0x10000/0xff0000 lookup 114")]
+    assert [j.spec for j in s.jumps] == ["-i br0 -m mark --mark 0x0/0xff0000 -j TUN_DIR"]
+    assert {x.name for x in s.sets} == {"ru"}
+
+
+def test_example_3_both(build):
+    s = build(EXAMPLE_3)
+    assert list(chain(s, "XRAY_TPROXY")[0].rules) == XRAY_CHAIN
+    assert chain(s, "TUN_DIR")[0].rules[1].endswith("--set-xmark 0x10000/0xff0000")
+    assert [r.pref for r in s.rules] == [200, 16384]
+
+
+def test_render_text_order_and_jump_positions(build):
+    b = engine.render_batches(build(EXAMPLE_3))
+    doc = b["iptables"].splitlines()
+    assert doc[0] == "*mangle" and doc[-1] == "COMMIT"
+    assert doc[-3:-1] == ["-I PREROUTING 1 -i br0 -j XRAY_TPROXY",
+                          "-I PREROUTING 2 -i br0 -m mark --mark 0x0/0xff0000 -j TUN_DIR"]
+    assert b["ip"].splitlines() == [
+        "rule add pref 200 from all fwmark 0x100/0x100 lookup 100",
+        "rule add pref 16384 from all fwmark 0x10000/0xff0000 lookup 111",
+        "route replace local default dev lo table 100",
+    ]
+    assert "create ru hash:net family inet hashsize 1024 maxelem 65536" in b["ipset"].splitlines()
+
+
+def test_tunnel_order_decides_slot_mark_and_pref(build, tmp_path):
+    raw = {"tunnel_director": {"tunnels": {
+        "ovpnc3": {"clients": ["192.168.1.5"]},
+        "wgc1": {"clients": ["192.168.1.6", "192.168.2.0/24"], "exclude": ["ru"]},
+    }}}
+    s = build(raw)
+    assert [(r.pref, r.mark, r.table) for r in s.rules] == [(16384, 0x10000, 114), (16385, 0x20000, 111)]
+    rules = chain(s, "TUN_DIR")[0].rules
+    assert rules == (
+        "-s 192.168.1.5/32 -m mark --mark 0x0/0xff0000 -j MARK --set-xmark 0x10000/0xff0000",
+        "-s 192.168.1.6/32 -m set --match-set ru dst -j RETURN",
+        "-s 192.168.1.6/32 -m mark --mark 0x0/0xff0000 -j MARK --set-xmark 0x20000/0xff0000",
+        "-s 192.168.2.0/24 -m set --match-set ru dst -j RETURN",
+        "-s 192.168.2.0/24 -m mark --mark 0x0/0xff0000 -j MARK --set-xmark 0x20000/0xff0000",
+    )
+
+
+def test_paused_clients(build):
+    raw = {"paused_clients": ["192.168.50.7", "192.168.1.5"],
+           "xray": {"clients": ["192.168.50.0/24", "192.168.1.5"], "exclude_sets": []},
+           "tunnel_director": {"tunnels": {"wgc1": {"clients": ["192.168.50.0/24"]}}}}
+    s = build(raw)
+    members = {x.name: x.members for x in s.sets}
+    # exact entries leave the list; an address inside a listed subnet gets a nomatch hole
+    assert members["XRAY_CLIENTS"] == {"192.168.50.0/24", "192.168.50.7 nomatch"}
+    assert chain(s, "TUN_DIR")[0].rules[0] == "-s 192.168.50.7/32 -j RETURN"
+
+
+def test_servers_hostnames_and_exclude_ips_feed_servers_set(tmp_path):
+    rt = tmp_path / "rt_tables"
+    rt.write_text("")
+    cfg = config.validate({"data_dir": str(tmp_path), "advanced": {"rt_tables": str(rt)},
+                           "xray": {"clients": ["192.168.50.10"], "servers": ["proxy.example", "203.0.113.10"],
+                                    "exclude_ips": ["198.51.100.0/24"], "exclude_sets": []}})
+    s = desired.build(cfg, resolver=lambda name: {"proxy.example": ["203.0.113.77"]}[name])
+    assert {x.name: x.members for x in s.sets}["XRAY_SERVERS"] == {
+        "203.0.113.77", "203.0.113.10", "198.51.100.0/24"}
+
+
+def test_missing_zone_file_is_a_clear_error(build, tmp_path):
+    from vpn_director.errors import DataError
+    with pytest.raises(DataError, match=r"ipsets/ua\.zone"):
+        build({"xray": {"clients": ["192.168.50.10"], "exclude_sets": ["UA"]}})
+
+
+def test_external_set_is_not_loaded(build):
+    s = build({"xray": {"clients": ["192.168.50.10"], "exclude_sets": ["my_list"]}})
+    assert s.external_sets == ["my_list"]
+    assert "my_list" not in {x.name for x in s.sets}
