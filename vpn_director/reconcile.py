@@ -167,7 +167,8 @@ def _sets_step(d, live):
     lines = ["destroy %s" % n for n in leftovers] + lines
     if not lines:
         return None, tmp
-    return Step("load sets", "ipset", "\n".join(lines) + "\n", "\n".join(reversed(undo)) + "\n", changes), tmp
+    undo = list(reversed(undo)) + ["destroy %s" % t for t in tmp]
+    return Step("load sets", "ipset", "\n".join(lines) + "\n", "\n".join(undo) + "\n", changes), tmp
 
 
 def _rules_diff(d, live, comps, own):
