@@ -49,6 +49,15 @@ def build_parser():
     rd = sub.add_parser("render", help="print the ipset / iptables-restore / ip batches; no kernel access")
     rd.add_argument("--out", metavar="DIR", help="write ipset.restore, iptables.mangle and ip.batch into DIR")
     sub.add_parser("check", help="validate the config and its data; no kernel access")
+    lab = add("lab", help="throw-away virtual router in network namespaces: apply a config, send real "
+                          "TCP/UDP from every client, show expected vs observed paths (needs root)")
+    lab.add_argument("action", nargs="?", choices=("run", "down"), default="run",
+                     help="run (default) or down: remove a lab left by --keep")
+    lab.add_argument("--config", dest="lab_config", metavar="FILE",
+                     help="run this config in the lab instead of the built-in one (paths are replaced)")
+    lab.add_argument("--keep", action="store_true", help="leave the lab up for exploring")
+    lab.add_argument("--backend", choices=("legacy", "nft"), help="iptables backend (default: auto)")
+    lab.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
     return p
 
 
@@ -60,6 +69,8 @@ def main(argv=None):
         return EXIT_USAGE if e.code not in (0, None) else EXIT_OK
     out = Output(args.quiet, args.verbose)
     try:
+        if args.command == "lab":
+            return cmd_lab(args, out)
         cfg = config.load(args.config)
         for w in cfg.warnings:
             out.warn(w)
@@ -182,6 +193,28 @@ def cmd_check(args, cfg, out):
         cfg.path, len(xc), len(tuns), sum(1 for _, c in tuns if c), len(full.sets) + len(full.external_sets),
         len(full.external_sets)))
     return EXIT_OK
+
+
+def cmd_lab(args, out):
+    from . import lab  # only the lab needs it
+    if os.geteuid() != 0:
+        out.err("error: the lab needs root (network namespaces)")
+        return EXIT_FAILED
+    if args.action == "down":
+        lab.Lab().down()
+        out.info("lab removed")
+        return EXIT_OK
+    raw = lab.DEFAULT_CONFIG
+    if args.lab_config:
+        config.load(args.lab_config)  # full validation first: exit 2 with every problem
+        with open(args.lab_config, encoding="utf-8") as fh:
+            raw = json.load(fh)
+    try:
+        ok = lab.run(raw, keep=args.keep, backend=args.backend, out=out.info)
+    except lab.LabError as e:
+        out.err("error: lab: %s" % e)
+        return EXIT_FAILED
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 COMMANDS = {"apply": cmd_apply, "stop": cmd_stop, "restart": cmd_restart, "status": cmd_status,

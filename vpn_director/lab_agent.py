@@ -1,0 +1,123 @@
+"""Tiny endpoints run inside the lab's namespaces: answer as who we are, or probe and report who answered.
+
+    python -m vpn_director.lab_agent serve NAME PORT [--transparent]
+    python -m vpn_director.lab_agent probe JSON_TARGETS       -> JSON results on stdout
+    python -m vpn_director.lab_agent watch JSON_TARGETS OUTFILE STOPFILE
+    python -m vpn_director.lab_agent sysctl KEY=VALUE...
+"""
+
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+
+IP_TRANSPARENT = 19
+IP_RECVORIGDSTADDR = 20  # also the cmsg type IP_ORIGDSTADDR
+SOL_IP = 0
+
+
+def serve(name, port, transparent):
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for s in (tcp, udp):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if transparent:  # TPROXY hands us packets addressed to other hosts
+            s.setsockopt(SOL_IP, IP_TRANSPARENT, 1)
+        s.bind(("0.0.0.0", port))
+    udp.setsockopt(SOL_IP, IP_RECVORIGDSTADDR, 1)
+    tcp.listen(128)
+    threading.Thread(target=_udp_loop, args=(udp, name), daemon=True).start()
+    print("ready", flush=True)
+    while True:
+        conn, peer = tcp.accept()
+        threading.Thread(target=_tcp_reply, args=(conn, name), daemon=True).start()
+
+
+def _tcp_reply(conn, name):
+    try:
+        dst = "%s:%d" % conn.getsockname()  # under TPROXY: the original destination
+        conn.sendall(("%s %s\n" % (name, dst)).encode())
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+def _udp_loop(sock, name):
+    while True:
+        data, anc, _, peer = sock.recvmsg(512, socket.CMSG_SPACE(16))
+        dst = "?"
+        for level, kind, blob in anc:
+            if level == SOL_IP and kind == IP_RECVORIGDSTADDR:
+                port, addr = struct.unpack("!2xH4s8x", blob[:16])
+                dst = "%s:%d" % (socket.inet_ntoa(addr), port)
+        try:
+            sock.sendto(("%s %s\n" % (name, dst)).encode(), peer)
+        except OSError:
+            pass
+
+
+def probe_one(dst, port, proto, timeout=1.0):
+    """Who answered ("xray 8.8.8.8:7000", "wan 8.8.8.8:7000", ...) or why nobody did."""
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    s = socket.socket(socket.AF_INET, kind)
+    s.settimeout(timeout)
+    try:
+        if proto == "tcp":
+            s.connect((dst, port))
+            data = s.recv(256)
+        else:
+            s.sendto(b"probe", (dst, port))
+            data, _ = s.recvfrom(256)
+        return data.decode(errors="replace").strip() or "empty"
+    except socket.timeout:
+        return "timeout"
+    except OSError as e:
+        return "error %s" % (e.strerror or e)
+    finally:
+        s.close()
+
+
+def probe(targets, timeout=1.0):
+    return [probe_one(t["dst"], t["port"], t["proto"], timeout) for t in targets]
+
+
+def watch(targets, outfile, stopfile, timeout=0.5):
+    """Probe the targets round after round until `stopfile` appears; one JSON line per probe."""
+    with open(outfile, "a") as out:
+        while not os.path.exists(stopfile):
+            for t in targets:
+                t0 = time.time()
+                answer = probe_one(t["dst"], t["port"], t["proto"], timeout)
+                out.write(json.dumps({"t": t0, "dst": t["dst"], "proto": t["proto"], "answer": answer}) + "\n")
+            out.flush()
+
+
+def sysctl(pairs):
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        path = "/proc/sys/" + key.replace(".", "/")
+        if os.path.exists(path):
+            with open(path, "w") as fh:
+                fh.write(value)
+
+
+def main(argv):
+    cmd = argv[0]
+    if cmd == "serve":
+        serve(argv[1], int(argv[2]), "--transparent" in argv)
+    elif cmd == "probe":
+        print(json.dumps(probe(json.loads(argv[1]))))
+    elif cmd == "watch":
+        watch(json.loads(argv[1]), argv[2], argv[3])
+    elif cmd == "sysctl":
+        sysctl(argv[1:])
+    else:
+        raise SystemExit("unknown command %r" % cmd)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
