@@ -87,14 +87,16 @@ class Lab:
         return [line.split()[0] for line in out.splitlines()
                 if line.split() and line.split()[0].startswith(self.prefix + "-")]
 
-    def up(self, raw):
-        """Build the topology for config `raw` (a dict). Cleans a previous lab of the same prefix."""
+    def up(self, raw, topology=None):
+        """Build the topology for config `raw` (a dict); `topology` (a config dict) may name more
+        clients and tunnels, for configs applied later. Cleans a previous lab of the same prefix."""
         self.down()
         os.makedirs(os.path.join(self.workdir, "data", "ipsets"), exist_ok=True)
         for cc, text in LAB_ZONES.items():
             with open(os.path.join(self.workdir, "data", "ipsets", cc + ".zone"), "w") as fh:
                 fh.write(text)
-        tunnels = list(((raw.get("tunnel_director") or {}).get("tunnels") or {}).keys())
+        topo = topology or raw
+        tunnels = list(((topo.get("tunnel_director") or {}).get("tunnels") or {}).keys())
         self.tables = {}
         lines = []
         for i, name in enumerate(tunnels):
@@ -105,7 +107,7 @@ class Lab:
                 self.tables[name] = int(name)
         with open(os.path.join(self.workdir, "rt_tables"), "w") as fh:
             fh.write("\n".join(lines) + "\n")
-        cfg = self.write_config(raw)
+        cfg = self.write_config(topo)
         self.destinations = _destinations(cfg)
 
         r = self.router
@@ -150,9 +152,8 @@ class Lab:
             self._ip(ns, "link", "set", "eth0", "up")
             self._ip(ns, "route", "add", "default", "via", gw)
             self.clients[addr] = ns
-        xport = cfg.xray.tproxy_port
-        self._serve(r, "xray", xport, transparent=True)
-        return cfg
+        self._serve(r, "xray", cfg.xray.tproxy_port, transparent=True)
+        return self.write_config(raw)
 
     def _ns(self, ns):
         self._run(["ip", "netns", "add", ns])
@@ -249,6 +250,7 @@ class Lab:
                     pass
             self._run(["ip", "netns", "del", ns], check=False)
         self.clients, self.tunnels = {}, {}
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def _destinations(cfg):
@@ -328,7 +330,6 @@ def run(raw, keep=False, prefix="vpdlab", backend=None, out=print):
     finally:
         if not keep:
             lab.down()
-            shutil.rmtree(lab.workdir, ignore_errors=True)
 
 
 def _table(rows):

@@ -40,6 +40,12 @@ def _tcp_reply(conn, name):
     try:
         dst = "%s:%d" % conn.getsockname()  # under TPROXY: the original destination
         conn.sendall(("%s %s\n" % (name, dst)).encode())
+        # Let the client close first, so TIME_WAIT stays on the client. A TIME_WAIT socket
+        # left here by a TPROXY'd connection would catch a later packet with the same
+        # 4-tuple through early demux, and the router then drops it instead of forwarding.
+        conn.settimeout(2)
+        while conn.recv(64):
+            pass
     except OSError:
         pass
     finally:
@@ -85,15 +91,17 @@ def probe(targets, timeout=1.0):
     return [probe_one(t["dst"], t["port"], t["proto"], timeout) for t in targets]
 
 
-def watch(targets, outfile, stopfile, timeout=0.5):
+def watch(targets, outfile, stopfile, timeout=0.5, interval=0.01):
     """Probe the targets round after round until `stopfile` appears; one JSON line per probe."""
     with open(outfile, "a") as out:
         while not os.path.exists(stopfile):
             for t in targets:
                 t0 = time.time()
                 answer = probe_one(t["dst"], t["port"], t["proto"], timeout)
-                out.write(json.dumps({"t": t0, "dst": t["dst"], "proto": t["proto"], "answer": answer}) + "\n")
+                out.write(json.dumps({"t": t0, "t1": time.time(), "dst": t["dst"], "proto": t["proto"],
+                                      "answer": answer}) + "\n")
             out.flush()
+            time.sleep(interval)
 
 
 def sysctl(pairs):
