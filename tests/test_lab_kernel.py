@@ -320,3 +320,20 @@ def test_ten_applies_at_once_all_finish(lab):
     expect = lab.expectation()
     for c, got in _all_paths(lab).items():
         assert got == [expect(c, t["dst"], t["proto"])[1] for t in WATCH], c
+
+
+def test_lab_runs_the_owners_config_or_refuses_it(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    argv = [sys.executable, "-m", "vpn_director", "lab", "--config"]
+    p = subprocess.run(argv + [os.path.join(ROOT, "examples", "vpn-director.json")], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, universal_newlines=True, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "40 of 40 probes took the expected path" in p.stdout
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"xray": {"clients": ["192.168.1.300"]}, "tunnel_director": {"tunnels": {"nope!": {}}}}')
+    p = subprocess.run(argv + [str(bad)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       universal_newlines=True, env=env)
+    assert p.returncode == 2
+    assert "xray.clients[0]" in p.stderr and "tunnel_director.tunnels.nope!" in p.stderr
+    assert "vpdlab-r" not in subprocess.run(["ip", "netns", "list"], stdout=subprocess.PIPE,
+                                            universal_newlines=True).stdout

@@ -204,11 +204,8 @@ def cmd_lab(args, out):
         lab.Lab().down()
         out.info("lab removed")
         return EXIT_OK
-    raw = lab.DEFAULT_CONFIG
-    if args.lab_config:
-        config.load(args.lab_config)  # full validation first: exit 2 with every problem
-        with open(args.lab_config, encoding="utf-8") as fh:
-            raw = json.load(fh)
+    # The owner's config is validated with the lab's paths before anything is built.
+    raw = config.read_raw(args.lab_config) if args.lab_config else lab.DEFAULT_CONFIG
     try:
         ok = lab.run(raw, keep=args.keep, backend=args.backend, out=out.info)
     except lab.LabError as e:

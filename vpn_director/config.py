@@ -270,6 +270,11 @@ def _pairs_hook(pairs):
 def load(path=None, env=os.environ):
     """Read and validate the config file; raise ConfigError listing every problem."""
     path = path or env.get("VPD_CONFIG") or DEFAULT_PATH
+    return validate(read_raw(path), path)
+
+
+def read_raw(path):
+    """The parsed JSON of a config file, not yet validated."""
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
@@ -279,7 +284,7 @@ def load(path=None, env=os.environ):
         raw = json.loads(text, object_pairs_hook=_pairs_hook)
     except ValueError as e:
         raise ConfigError(["%s: not valid JSON: %s" % (path, e)])
-    return validate(raw, path)
+    return raw
 
 
 def validate(raw, path="<config>"):
