@@ -330,10 +330,10 @@ def test_lab_runs_the_owners_config_or_refuses_it(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     assert "40 of 40 probes took the expected path" in p.stdout
     bad = tmp_path / "bad.json"
-    bad.write_text('{"xray": {"clients": ["192.168.1.300"]}, "tunnel_director": {"tunnels": {"nope!": {}}}}')
+    bad.write_text('{"xray": {"clients": ["192.168.1.300"]}, "tunnel_director": {"tunnels": {"wgc1": {"clients": "x"}}}}')
     p = subprocess.run(argv + [str(bad)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        universal_newlines=True, env=env)
     assert p.returncode == 2
-    assert "xray.clients[0]" in p.stderr and "tunnel_director.tunnels.nope!" in p.stderr
+    assert "xray.clients[0]" in p.stderr and "tunnel_director.tunnels.wgc1.clients" in p.stderr
     assert "vpdlab-r" not in subprocess.run(["ip", "netns", "list"], stdout=subprocess.PIPE,
                                             universal_newlines=True).stdout
