@@ -443,8 +443,13 @@ def _tunnels(c, raw, names, cfg):
     if len(out) > cfg.td_max_slots > 0:
         c.err("tunnel_director.tunnels", "%d tunnels do not fit in mark mask %#x (%d slots)"
               % (len(out), cfg.td_mark_mask, cfg.td_max_slots))
-    if out and cfg.td_pref_base + len(out) - 1 > 32765:
-        c.err("advanced.tunnel_director.pref_base", "pref_base + tunnels exceeds 32765")
+    # The whole slot range is ours (temporary marks use free slots during a reorder), and all
+    # of it must sit before the main table's rule at 32766.
+    m = cfg.td_mark_mask
+    slots = m >> ((m & -m).bit_length() - 1) if m else 0  # from the mask alone: a bad shift is reported apart
+    if cfg.td_pref_base + max(slots, len(out), 1) - 1 > 32765:
+        c.err("advanced.tunnel_director.pref_base", "%d + %d slots would reach past priority 32765"
+              % (cfg.td_pref_base, max(slots, len(out))))
     return out
 
 
