@@ -1,11 +1,12 @@
 """Command line: parse arguments, run one operation, turn every error into one line and an exit code."""
 
 import argparse
+import ipaddress
 import json
 import os
 import sys
 
-from . import __version__, config, desired, engine, state, status
+from . import __version__, config, desired, engine, lint, live, state, status, trace
 from .errors import EXIT_DRIFT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, VpdError
 from .tools import Tools
 
@@ -48,7 +49,17 @@ def build_parser():
     st.add_argument("--json", action="store_true", help="one JSON object")
     rd = sub.add_parser("render", help="print the ipset / iptables-restore / ip batches; no kernel access")
     rd.add_argument("--out", metavar="DIR", help="write ipset.restore, iptables.mangle and ip.batch into DIR")
-    sub.add_parser("check", help="validate the config and its data; no kernel access")
+    ck = sub.add_parser("check", help="validate and lint the config and its data; no kernel access")
+    ck.add_argument("--live", action="store_true",
+                    help="also look for collisions with the firmware and other tools in the live state")
+    tr = sub.add_parser("trace", help="where does a packet from SRC to DST go, and why (no kernel access)")
+    tr.add_argument("src", help="source IPv4 address (a LAN client)")
+    tr.add_argument("dst", help="destination IPv4 address")
+    tr.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
+    tr.add_argument("--dport", type=int, metavar="N", help="destination port (shown; no rule matches on it)")
+    tr.add_argument("--live", action="store_true",
+                    help="evaluate the kernel's current state instead, with its own routing verdict")
+    tr.add_argument("--json", action="store_true", help="one JSON object")
     lab = add("lab", help="throw-away virtual router in network namespaces: apply a config, send real "
                           "TCP/UDP from every client, show expected vs observed paths (needs root)")
     lab.add_argument("action", nargs="?", choices=("run", "down"), default="run",
@@ -187,8 +198,16 @@ def cmd_render(args, cfg, out):
 def cmd_check(args, cfg, out):
     full = desired.build(cfg)
     xc, tuns = config.effective(cfg)
-    for note in full.notes:
-        out.warn(note)
+    findings = lint.lint(cfg)
+    if args.live:
+        findings += lint.lint_live(cfg, live.read(_tools(cfg), cfg.xray.route_table), full.ownership)
+    for level, msg in findings:
+        if level == lint.ERROR:
+            out.err("error: %s" % msg)
+        else:
+            out.warn(msg)
+    if any(level == lint.ERROR for level, _ in findings):
+        return EXIT_USAGE
     out.info("config OK: %s; %d Xray client(s); %d tunnel(s), %d with clients; %d set(s) (%d external)" % (
         cfg.path, len(xc), len(tuns), sum(1 for _, c in tuns if c), len(full.sets) + len(full.external_sets),
         len(full.external_sets)))
@@ -214,5 +233,47 @@ def cmd_lab(args, out):
     return EXIT_OK if ok else EXIT_FAILED
 
 
-COMMANDS = {"apply": cmd_apply, "stop": cmd_stop, "restart": cmd_restart, "status": cmd_status,
+def cmd_trace(args, cfg, out):
+    for what in ("src", "dst"):
+        try:
+            ipaddress.IPv4Address(getattr(args, what))
+        except ValueError:
+            out.err("error: %s %r is not an IPv4 address" % (what.upper(), getattr(args, what)))
+            return EXIT_USAGE
+    full = desired.build(cfg)
+    want = trace.trace(trace.from_desired(full, cfg), args.src, args.dst, args.proto, args.dport,
+                       cfg.lan_interface)
+    result, source = want.as_dict(), "desired state"
+    if args.live:
+        tools = _tools(cfg)
+        seen = trace.trace(trace.from_live(live.read(tools, cfg.xray.route_table), cfg), args.src, args.dst,
+                           args.proto, args.dport, cfg.lan_interface)
+        result, source = seen.as_dict(), "live kernel state"
+        result["desired"] = want.as_dict()
+        result["differs"] = trace.difference(want, seen)
+        result["kernel"] = _kernel_route(tools, cfg, args, seen.mark)
+    if args.json:
+        print(json.dumps(result, indent=1, ensure_ascii=False))
+        return EXIT_OK
+    port = ":%d" % args.dport if args.dport else ""
+    out.info("%s → %s%s %s (%s)" % (args.src, args.dst, port, args.proto, source))
+    for i, step in enumerate(result["steps"], start=1):
+        out.info("  %d. %s" % (i, step))
+    out.info("route: %s  table: %s  mark: %s" % (result["route"], result["table"], result["mark"]))
+    if args.live:
+        out.info("kernel: %s" % result["kernel"])
+        out.info("desired state: %s" % (result["differs"] or "agrees"))
+    return EXIT_OK
+
+
+def _kernel_route(tools, cfg, args, mark):
+    """The kernel's own answer (`ip route get`); every argument is a validated address or name."""
+    argv = ["ip", "-N", "route", "get", args.dst, "from", args.src, "iif", cfg.lan_interface, "mark", "%#x" % mark]
+    try:
+        return " ".join(tools.run("kernel route", argv).split())
+    except VpdError as e:
+        return "unavailable (%s)" % e
+
+
+COMMANDS = {"trace": cmd_trace, "apply": cmd_apply, "stop": cmd_stop, "restart": cmd_restart, "status": cmd_status,
             "render": cmd_render, "check": cmd_check}

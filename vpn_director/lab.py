@@ -48,7 +48,7 @@ def _pkg_path():
 
 
 class Lab:
-    def __init__(self, prefix="vpdlab", workdir=None, backend=None):
+    def __init__(self, prefix="vpdlab", workdir=None, backend=None, extra_destinations=()):
         self.prefix = prefix
         self.workdir = workdir or os.path.join("/tmp", prefix)
         self.backend = backend
@@ -58,6 +58,7 @@ class Lab:
         self.tunnels = {}  # tunnel name -> namespace
         self.procs = []
         self.tables = {}
+        self.extra_destinations = list(extra_destinations)
 
     # --- shell-free helpers --------------------------------------------------------------
     def _run(self, argv, ns=None, check=True, input=None, env=None):
@@ -108,7 +109,7 @@ class Lab:
         with open(os.path.join(self.workdir, "rt_tables"), "w") as fh:
             fh.write("\n".join(lines) + "\n")
         cfg = self.write_config(topo)
-        self.destinations = _destinations(cfg)
+        self.destinations = list(dict.fromkeys(_destinations(cfg) + self.extra_destinations))
 
         r = self.router
         self._ns(r)

@@ -1,47 +1,65 @@
 """Walk a packet through the document's flow: mangle PREROUTING rule by rule, then the ip rule lookup.
 
 The walk runs over rule specs in iptables-save form, so the same code evaluates the desired
-state (offline) and a parsed live kernel state.
+state (offline) and the parsed live kernel state (`--live`). Steps are worded like the
+document's traffic-flow examples.
 """
 
 import bisect
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-MAIN = 254
+from .desired import FIXED_RETURNS
+
+MAIN, DEFAULT, LOCAL = 254, 253, 255
+PRIVATE = set(FIXED_RETURNS)
+RULE_WORDS = re.compile(r"(not )?(?:from (\S+))?\s*(?:iif (\S+))?\s*(?:fwmark (0x[0-9a-f]+)(?:/(0x[0-9a-f]+))?)?"
+                        r"\s*(?:lookup|table) (\S+)")
+
+
+def _to_int(addr):
+    a, b, c, d = (int(x) for x in addr.split("."))
+    return (a << 24) | (b << 16) | (c << 8) | d
 
 
 class SetIndex:
     """hash:net membership: the most specific matching entry decides (a `nomatch` entry excludes).
 
-    Sets without nomatch entries become sorted disjoint intervals searched with bisect.
+    Without nomatch entries the set becomes sorted disjoint intervals searched with bisect.
     """
 
     def __init__(self, members):
-        self.nomatch = any(m.endswith(" nomatch") for m in members)
-        nets = [(ipaddress.IPv4Network(m.split()[0]), m.endswith(" nomatch")) for m in members]
+        entries = []
+        for m in members:
+            text, _, flag = m.partition(" ")
+            addr, _, plen = text.partition("/")
+            plen = int(plen or 32)
+            start = _to_int(addr) & ((0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF)
+            entries.append((start, plen, flag == "nomatch"))
+        self.nomatch = any(nm for _, _, nm in entries)
         if self.nomatch:
             self.by_len = {}
-            for net, nm in nets:
-                self.by_len.setdefault(net.prefixlen, {})[int(net.network_address)] = not nm
+            for start, plen, nm in entries:
+                self.by_len.setdefault(plen, {})[start] = not nm
             self.lengths = sorted(self.by_len, reverse=True)
-        else:
-            spans = sorted((int(n.network_address), int(n.broadcast_address)) for n, _ in nets)
-            merged = []
-            for lo, hi in spans:
-                if merged and lo <= merged[-1][1] + 1:
-                    merged[-1][1] = max(merged[-1][1], hi)
-                else:
-                    merged.append([lo, hi])
-            self.starts = [lo for lo, _ in merged]
-            self.ends = [hi for _, hi in merged]
+            return
+        spans = sorted((s, s + (1 << (32 - p)) - 1) for s, p, _ in entries)
+        starts, ends = [], []
+        for lo, hi in spans:
+            if ends and lo <= ends[-1] + 1:
+                ends[-1] = max(ends[-1], hi)
+            else:
+                starts.append(lo)
+                ends.append(hi)
+        self.starts, self.ends = starts, ends
 
     def __contains__(self, ip):
         ip = int(ip)
         if self.nomatch:
-            for length in self.lengths:
-                hit = self.by_len[length].get(ip >> (32 - length) << (32 - length))
+            for plen in self.lengths:
+                hit = self.by_len[plen].get(ip >> (32 - plen) << (32 - plen))
                 if hit is not None:
                     return hit
             return False
@@ -50,15 +68,36 @@ class SetIndex:
 
 
 @dataclass
+class IpRule:
+    pref: int
+    table: int
+    mark: Optional[int] = None
+    mask: int = 0xFFFFFFFF
+    src: Optional[ipaddress.IPv4Network] = None
+    iif: Optional[str] = None
+    invert: bool = False
+    text: str = ""
+
+    def matches(self, pkt):
+        hit = ((self.mark is None or pkt.mark & self.mask == self.mark)
+               and (self.src is None or pkt.src in self.src)
+               and (self.iif is None or self.iif == pkt.iif))
+        return hit != self.invert
+
+
+@dataclass
 class Ruleset:
-    """What the walk needs: mangle chains, sets, ip rules (pref, mark, mask, table)."""
+    """What the walk needs: mangle chains (PREROUTING included), sets, ip rules by priority."""
 
     chains: Dict[str, List[str]]
     sets: Dict[str, SetIndex]
-    ip_rules: List[Tuple[int, int, int, int]]
+    ip_rules: List[IpRule]
     table_names: Dict[int, str] = field(default_factory=dict)
     unknown_sets: Tuple[str, ...] = ()
     xray_table: int = 100
+    xray_chain: str = "XRAY_TPROXY"
+    td_chain: str = "TUN_DIR"
+    servers_set: str = "XRAY_SERVERS"
 
 
 @dataclass
@@ -67,24 +106,46 @@ class Verdict:
     table: str
     mark: int
     steps: List[str]
-    rules: List[Optional[str]]  # the rule spec each step evaluated (None for ip-rule steps)
+    rules: List[Optional[str]]  # the rule behind each step (iptables spec or ip rule text)
     tunnel: Optional[str] = None
 
     def as_dict(self):
-        return {"route": self.route, "table": self.table, "mark": "%#x" % self.mark,
-                "tunnel": self.tunnel, "steps": self.steps,
-                "matched": [{"step": s, "rule": r} for s, r in zip(self.steps, self.rules)]}
+        return {"route": self.route, "table": self.table, "mark": "%#x" % self.mark, "tunnel": self.tunnel,
+                "steps": self.steps, "rules": self.rules}
 
 
 def from_desired(full, cfg):
     """Ruleset of the desired state; PREROUTING holds our jumps in their order."""
     chains = {c.name: list(c.rules) for c in full.chains}
     chains["PREROUTING"] = [j.spec for j in sorted(full.jumps, key=lambda j: not j.first)]
+    rules = [IpRule(r.pref, r.table, r.mark, r.mask, text=r.text) for r in full.rules]
+    rules.append(IpRule(32766, MAIN, text="from all lookup main"))
+    return _ruleset(cfg, chains, {s.name: SetIndex(s.members) for s in full.sets}, rules,
+                    tuple(full.external_sets))
+
+
+def from_live(current, cfg):
+    """Ruleset of the kernel's state as read by live.read()."""
+    rules = []
+    for pref, text in current.rules:
+        m = RULE_WORDS.match(text)
+        if not m or not m.group(6).isdigit():
+            continue
+        invert, src, iif, mark, mask, table = m.groups()
+        rules.append(IpRule(pref, int(table), int(mark, 16) if mark else None,
+                            int(mask, 16) if mask else 0xFFFFFFFF,
+                            None if src in (None, "all") else ipaddress.IPv4Network(src, strict=False),
+                            iif, bool(invert), text))
+    sets = {n: SetIndex(s.members) for n, s in current.sets.items() if s.type.startswith("hash:net")
+            or s.type.startswith("hash:ip")}
+    return _ruleset(cfg, dict(current.chains), sets, rules, ())
+
+
+def _ruleset(cfg, chains, sets, rules, unknown):
     names = {t.table: t.name for t in cfg.tunnels}
-    names.setdefault(MAIN, "main")
-    rules = [(r.pref, r.mark, r.mask, r.table) for r in full.rules]
-    return Ruleset(chains, {s.name: SetIndex(s.members) for s in full.sets}, rules, names,
-                   tuple(full.external_sets), cfg.xray.route_table)
+    names.update({MAIN: "main", DEFAULT: "default", LOCAL: "local"})
+    return Ruleset(chains, sets, sorted(rules, key=lambda r: r.pref), names, unknown, cfg.xray.route_table,
+                   cfg.xray.chain, cfg.td_chain, cfg.xray.servers_ipset)
 
 
 class _Packet:
@@ -96,69 +157,146 @@ class _Packet:
 
 def trace(rs, src, dst, proto="tcp", dport=None, iif="br0"):
     pkt = _Packet(src, dst, proto, dport, iif)
-    steps, specs = [], []
+    w = _Walk(rs, pkt)
+    tproxy = w.chain("PREROUTING", 0)
+    if tproxy:
+        w.say("TPROXY to Xray port %s, mark %#x" % tproxy[:2], tproxy[2])
+        w.say("Packet delivered to Xray process")
+        return Verdict("xray", str(rs.xray_table), pkt.mark, w.steps, w.rules)
+    for rule in rs.ip_rules:
+        if rule.table == LOCAL or not rule.matches(pkt):
+            continue  # the local table only holds the router's own addresses
+        name = rs.table_names.get(rule.table, str(rule.table))
+        if rule.table in (MAIN, DEFAULT):
+            w.say("Goes to main table → WAN (direct)", rule.text)
+            return Verdict("direct", "main", pkt.mark, w.steps, w.rules)
+        w.say("ip rule pref %d: fwmark %#x → table %s" % (rule.pref, rule.mark or 0, name), rule.text)
+        if rule.table == rs.xray_table:
+            w.say("Table %s holds the TPROXY route: delivered locally" % name)
+            return Verdict("xray", name, pkt.mark, w.steps, w.rules)
+        w.say("Goes through tunnel %s" % name)
+        return Verdict("tunnel", name, pkt.mark, w.steps, w.rules, tunnel=name)
+    w.say("Goes to main table → WAN (direct)")
+    return Verdict("direct", "main", pkt.mark, w.steps, w.rules)
 
-    def say(text, spec=None):
-        steps.append(text)
-        specs.append(spec)
 
-    tproxied = _walk(rs, "PREROUTING", pkt, say, depth=0)
-    if tproxied:
-        say("TPROXY to Xray port %s, mark %#x: packet delivered to Xray" % tproxied, None)
-        return Verdict("xray", str(rs.xray_table), pkt.mark, steps, specs)
-    for pref, mark, mask, table in sorted(rs.ip_rules):
-        if pkt.mark & mask == mark:
-            name = rs.table_names.get(table, str(table))
-            say("ip rule pref %d: fwmark %#x/%#x -> table %s" % (pref, mark, mask, name))
-            if table == MAIN:
-                say("goes to main table -> WAN (direct)")
-                return Verdict("direct", "main", pkt.mark, steps, specs)
-            say("goes through tunnel %s (table %s)" % (name, table))
-            return Verdict("tunnel", name, pkt.mark, steps, specs, tunnel=name)
-    say("no fwmark rule matches: main table -> WAN (direct)")
-    return Verdict("direct", "main", pkt.mark, steps, specs)
+class _Walk:
+    """One packet's way through the mangle chains; collects the document-style steps."""
 
+    def __init__(self, rs, pkt):
+        self.rs, self.pkt = rs, pkt
+        self.steps, self.rules = [], []
+        self.private_checked = False
 
-def _walk(rs, chain, pkt, say, depth):
-    """Evaluate one chain; returns (port, mark) if a TPROXY target took the packet."""
-    if depth > 8:
-        return None
-    for spec in rs.chains.get(chain, []):
-        r = _parse(spec)
-        ok, words = _matches(rs, r, pkt)
-        target = r.get("-j")
-        if target in rs.chains:
-            if not ok:
-                if chain == "PREROUTING" and words:
-                    say("%s: %s -> skip %s" % (chain, words, target), spec)
-                continue
-            hit = _walk(rs, target, pkt, say, depth + 1)
-            if hit:
-                return hit
-            continue
-        if not ok:
-            if words and _relevant(r, pkt):
-                say("%s: %s" % (chain, words), spec)
-            continue
-        if target == "RETURN":
-            say("%s: %s -> RETURN" % (chain, words or "always"), spec)
+    def say(self, text, rule=None):
+        self.steps.append(text)
+        self.rules.append(rule)
+
+    def chain(self, name, depth):
+        """Evaluate one chain; returns (port, mark, spec) if a TPROXY target took the packet."""
+        if depth > 8:
             return None
-        if target == "MARK":
-            value, mask = (int(x, 16) for x in r["--set-xmark"].split("/"))
-            pkt.mark = (pkt.mark & ~mask) ^ value
-            say("%s: %s -> MARK %#x" % (chain, words, value), spec)
-        elif target == "TPROXY":
-            value, mask = (int(x, 16) for x in r["--tproxy-mark"].split("/"))
-            pkt.mark = (pkt.mark & ~mask) ^ value
-            say("%s: %s" % (chain, words), spec)
-            return r["--on-port"], value
-    return None
+        entered = len(self.steps)
+        specs = self.rs.chains.get(name, [])
+        for i, spec in enumerate(specs):
+            r = _parse(spec)
+            if r.get("-d") in PRIVATE and r.get("-j") == "RETURN":
+                verdict = self._private(specs, i, spec)
+                if verdict == "RETURN":
+                    return None
+                continue
+            ok = self._match(r)
+            target = r.get("-j")
+            if target in self.rs.chains:
+                if ok:
+                    hit = self.chain(target, depth + 1)
+                    if hit:
+                        return hit
+                continue
+            words = self._words(name, r, ok)
+            if not ok:
+                if words:
+                    self.say(words, spec)
+                continue
+            if target == "RETURN":
+                self.say(words + " → RETURN" + self._why(name, r), spec)
+                return None
+            if target == "MARK":
+                value, mask = (int(x, 16) for x in r["--set-xmark"].split("/"))
+                self.pkt.mark = (self.pkt.mark & ~mask) ^ value
+                self.say("%s → MARK %#x" % (words, value), spec)
+            elif target == "TPROXY":
+                value, mask = (int(x, 16) for x in r["--tproxy-mark"].split("/"))
+                self.pkt.mark = (self.pkt.mark & ~mask) ^ value
+                return r["--on-port"], value, spec
+        if name == self.rs.td_chain and len(self.steps) == entered:
+            self.say("%s: no rules for this client" % name)
+        return None
 
+    def _private(self, specs, i, spec):
+        """The document's fixed ranges read as one question: "dst private?"."""
+        r = _parse(spec)
+        if ipaddress.IPv4Address(self.pkt.dst) in ipaddress.IPv4Network(r["-d"]):
+            self.say("dst private (%s)? Yes → RETURN" % r["-d"], spec)
+            return "RETURN"
+        nxt = _parse(specs[i + 1]) if i + 1 < len(specs) else {}
+        if not (nxt.get("-d") in PRIVATE and nxt.get("-j") == "RETURN"):
+            self.say("dst private? No", spec)  # one step for the whole run of fixed ranges
+        return None
 
-def _relevant(r, pkt):
-    """A non-matching rule is worth a step when it concerns this source (as the document lists them)."""
-    src = r.get("-s")
-    return src is None or pkt.src in ipaddress.IPv4Network(src)
+    def _match(self, r):
+        p = self.pkt
+        checks = [("-i", lambda v: v == p.iif), ("-p", lambda v: v == p.proto),
+                  ("-s", lambda v: p.src in ipaddress.IPv4Network(v)),
+                  ("-d", lambda v: p.dst in ipaddress.IPv4Network(v))]
+        for key, test in checks:
+            if key in r and test(r[key]) == r[key + "!"]:
+                return False
+        for set_name, direction, neg in r["sets"]:
+            addr = p.src if direction == "src" else p.dst
+            if (set_name in self.rs.sets and addr in self.rs.sets[set_name]) == neg:
+                return False
+        if "--mark" in r:
+            value, mask = (int(x, 16) for x in r["--mark"].split("/"))
+            if p.mark & mask != value:
+                return False
+        return True
+
+    def _words(self, chain, r, ok):
+        """The rule's question in the document's words; "" for rules not about this packet."""
+        p = self.pkt
+        if "-s" in r and p.src not in ipaddress.IPv4Network(r["-s"]):
+            return ""  # another client's rule
+        if "-i" in r and r["-i"] != p.iif:
+            return ""
+        # As in the document: the chain is named on its first step, and on every TUN_DIR step.
+        first = not any(s.startswith(chain + ":") for s in self.steps)
+        prefix = chain + ": " if first or chain == self.rs.td_chain else ""
+        parts = []
+        if "-s" in r:
+            parts.append("src=%s" % r["-s"].replace("/32", ""))
+        for set_name, direction, neg in r["sets"]:
+            addr = p.src if direction == "src" else p.dst
+            member = set_name in self.rs.sets and addr in self.rs.sets[set_name]
+            shown = set_name if set_name in (self.rs.servers_set,) or direction == "src" else '"%s"' % set_name
+            note = " (external set, contents unknown offline)" if set_name in self.rs.unknown_sets else ""
+            parts.append("%s in %s%s? %s" % (direction, shown, note, "Yes" if member else "No"))
+        if "-d" in r:
+            parts.append("dst in %s? %s" % (r["-d"], "Yes" if p.dst in ipaddress.IPv4Network(r["-d"]) else "No"))
+        if r.get("-j") == "MARK" and parts and parts[-1].startswith("src="):
+            parts[-1] += "? %s" % ("Yes" if ok else "No (already marked)")
+        if r.get("-j") == "TPROXY":
+            return ""
+        if not parts:
+            return ""
+        return prefix + " + ".join(parts)
+
+    def _why(self, chain, r):
+        if r["sets"] and r["sets"][0][0] == self.rs.servers_set:
+            return " (avoid loop)"
+        if chain == self.rs.td_chain and r["sets"]:
+            return " (no mark)"
+        return ""
 
 
 def _parse(spec):
@@ -175,48 +313,23 @@ def _parse(spec):
         elif t == "-m":
             i += 1
         elif t.startswith("-") and i + 1 < len(toks):
-            r[t] = (toks[i + 1], neg) if t in ("-s", "-d", "-i", "-p") else toks[i + 1]
+            if t in ("-s", "-d", "-i", "-p"):
+                r[t], r[t + "!"] = toks[i + 1], neg
+            else:
+                r[t] = toks[i + 1]
             neg = False
             i += 1
         i += 1
-    for k in ("-s", "-d", "-i", "-p"):
-        if k in r:
-            r[k + "!"], r[k] = r[k][1], r[k][0]
     return r
 
 
-def _matches(rs, r, pkt):
-    """(matched, words): the rule's conditions in the document's wording, answered for this packet."""
-    words = []
-    for key, value in (("-i", pkt.iif), ("-p", pkt.proto)):
-        if key in r:
-            hit = (value == r[key]) != r[key + "!"]
-            if not hit:
-                return False, ""
-    if "-p" in r:
-        words.append("proto %s" % pkt.proto)
-    if "-s" in r:
-        hit = (pkt.src in ipaddress.IPv4Network(r["-s"])) != r["-s!"]
-        words.append("src=%s" % r["-s"].replace("/32", ""))
-        if not hit:
-            return False, ""
-    if "-d" in r:
-        hit = (pkt.dst in ipaddress.IPv4Network(r["-d"])) != r["-d!"]
-        words.append("dst in %s? %s" % (r["-d"], "Yes" if hit else "No"))
-        if not hit:
-            return False, " + ".join(words)
-    for name, direction, neg in r["sets"]:
-        addr = pkt.src if direction == "src" else pkt.dst
-        member = name in rs.sets and addr in rs.sets[name]
-        unknown = " (external set, contents not known offline)" if name in rs.unknown_sets else ""
-        words.append("%s in %s%s? %s" % (direction, name, unknown, "Yes" if member else "No"))
-        if member == neg:
-            return False, " + ".join(words)
-    if "--mark" in r:
-        value, mask = (int(x, 16) for x in r["--mark"].split("/"))
-        if pkt.mark & mask != value:
-            words.append("already marked %#x" % (pkt.mark & mask))
-            return False, " + ".join(words)
-    if r.get("-j") == "MARK" and words and words[-1].startswith("src="):
-        words[-1] += "? Yes"
-    return True, " + ".join(words)
+def difference(want, seen):
+    """Where the live walk leaves the desired one, in words; "" if they agree."""
+    if (want.route, want.table, want.mark) == (seen.route, seen.table, seen.mark) and want.steps == seen.steps:
+        return ""
+    for i, (a, b) in enumerate(zip(want.steps, seen.steps), start=1):
+        if a != b:
+            return "differs at step %d: desired %r, live %r" % (i, a, b)
+    longer, which = (want, "desired") if len(want.steps) > len(seen.steps) else (seen, "live")
+    i = min(len(want.steps), len(seen.steps))
+    return "differs at step %d: only the %s state has %r" % (i + 1, which, longer.steps[i])

@@ -1,0 +1,121 @@
+"""Configs that are valid but do not do what the owner probably thinks: warnings and errors for `check`."""
+
+import ipaddress
+import re
+
+from . import config as cfgmod
+from .desired import FIXED_RETURNS
+
+WARN, ERROR = "warning", "error"
+PRIVATE = [ipaddress.IPv4Network(n) for n in FIXED_RETURNS]
+MERLIN_PREFS = (10000, 12220)  # Merlin's own VPN Director rules, evaluated before ours
+MERLIN_MARKS = (0x1000, 0xF000)
+FWMARK_RE = re.compile(r"fwmark (0x[0-9a-f]+)(?:/(0x[0-9a-f]+))? lookup (\d+)")
+
+
+def lint(cfg):
+    """Findings from the config alone: [(level, message)]."""
+    out = []
+    xclients, tunnels = cfgmod.effective(cfg)
+    _duplicates(cfg, out)
+    _shadowed(tunnels, out)
+    for tun, clients in tunnels:
+        if not clients:
+            why = "all its clients are paused" if tun.clients else "it has no clients"
+            out.append((WARN, "tunnel %s routes nothing: %s" % (tun.name, why)))
+        for net in clients:
+            hits = [x for x in xclients if x.overlaps(net)]
+            if hits:
+                out.append((WARN, "tunnel %s client %s is also an Xray client (%s): Xray wins, the tunnel "
+                                  "never sees %s" % (tun.name, net, ", ".join(map(str, hits)),
+                                                     "it" if any(net.subnet_of(h) for h in hits) else "that part")))
+    listed = list(cfg.xray.clients) + [n for t in cfg.tunnels for n in t.clients]
+    for p in cfg.paused_clients:
+        if not any(p.overlaps(n) for n in listed):
+            out.append((WARN, "paused client %s is in no list: pausing it changes nothing" % p))
+    if xclients:
+        for what, nets in (("xray.exclude_ips", cfg.xray.exclude_ips),
+                           ("xray.servers", [ipaddress.IPv4Network(s) for s in cfg.xray.servers if _is_net(s)])):
+            for n in nets:
+                inside = [p for p in PRIVATE if n.subnet_of(p)]
+                if inside:
+                    out.append((WARN, "%s entry %s can never matter: %s is always bypassed already"
+                                % (what, n, inside[0])))
+        if not cfg.xray.servers:
+            out.append((WARN, "Xray clients but no xray.servers: if the router itself is an Xray client, "
+                              "the proxy's own traffic can loop"))
+    return out
+
+
+def _is_net(text):
+    try:
+        ipaddress.IPv4Network(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _duplicates(cfg, out):
+    lists = [("xray.clients", cfg.xray.clients)] + [
+        ("tunnel %s" % t.name, t.clients) for t in cfg.tunnels]
+    for where, nets in lists:
+        seen = set()
+        for n in nets:
+            if n in seen:
+                out.append((WARN, "%s lists %s twice" % (where, n)))
+            seen.add(n)
+
+
+def _shadowed(tunnels, out):
+    """TUN_DIR is first-match-wins: a client covered by an earlier one never reaches its own rules."""
+    earlier = []  # (tunnel, net, exclusions)
+    for tun, clients in tunnels:
+        for net in clients:
+            for etun, enet, eexcl in earlier:
+                if etun is tun and enet == net:
+                    continue  # a duplicate, reported on its own
+                if net.subnet_of(enet):
+                    if etun is tun and set(eexcl) == set(tun.exclude):
+                        out.append((WARN, "tunnel %s client %s is already covered by %s in the same tunnel"
+                                    % (tun.name, net, enet)))
+                    else:
+                        out.append((WARN, "tunnel %s client %s is shadowed by %s of tunnel %s listed before it: "
+                                          "its tunnel and exclusions never apply" % (tun.name, net, enet, etun.name)))
+                    break
+                if net.overlaps(enet) and etun is not tun:
+                    out.append((WARN, "tunnel %s client %s overlaps %s of tunnel %s listed before it: "
+                                      "%s goes to %s" % (tun.name, net, enet, etun.name, enet, etun.name)))
+            earlier.append((tun, net, tun.exclude))
+
+
+def lint_live(cfg, current, own):
+    """Collisions with firmware and other add-ons that only the live kernel state shows."""
+    out = []
+    td_marks = {cfg.td_mark(t.slot): t.name for t in cfg.tunnels}
+    for pref, text in current.rules:
+        if own.rule_component(pref, text):
+            continue
+        if MERLIN_PREFS[0] <= pref <= MERLIN_PREFS[1]:
+            out.append((WARN, "ip rule %d (%s) belongs to the firmware's VPN Director and is evaluated "
+                              "before ours" % (pref, text)))
+        m = FWMARK_RE.search(text)
+        if not m:
+            if text.endswith("lookup %d" % cfg.xray.route_table):
+                out.append((WARN, "ip rule %d also uses table %d (%s)" % (pref, cfg.xray.route_table, text)))
+            continue
+        mark, mask, table = int(m.group(1), 16), int(m.group(2) or "0xffffffff", 16), int(m.group(3))
+        if mark in td_marks and mask & cfg.td_mark_mask and pref < cfg.td_pref_base:
+            out.append((ERROR, "ip rule %d (%s) matches mark %#x before ours: tunnel %s's traffic would go "
+                               "to table %d" % (pref, text, mark, td_marks[mark], table)))
+        elif mask & (cfg.td_mark_mask | cfg.xray.fwmark_mask):
+            out.append((WARN, "ip rule %d (%s) uses mark bits vpn-director uses" % (pref, text)))
+        elif MERLIN_MARKS[0] <= mark <= MERLIN_MARKS[1]:
+            out.append((WARN, "ip rule %d (%s): the firmware's VPN marks are in use" % (pref, text)))
+        if table == cfg.xray.route_table:
+            out.append((WARN, "ip rule %d (%s) also uses table %d, the Xray table" % (pref, text, table)))
+    ours = "2 default dev lo scope 254"
+    others = [r for r in current.routes.get(cfg.xray.route_table, []) if r != ours]
+    if others:
+        out.append((WARN, "table %d holds routes that are not vpn-director's: %s"
+                    % (cfg.xray.route_table, "; ".join(others[:3]))))
+    return out
