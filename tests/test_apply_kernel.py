@@ -1,5 +1,7 @@
 """apply / stop / status against a real kernel in a throw-away namespace, under both iptables backends."""
 
+import json
+
 import pytest
 
 from doc_examples import EXAMPLE_1, EXAMPLE_2, EXAMPLE_3, MANGLE, RULES, TUN_JUMP, XRAY_JUMP, XRAY_ROUTE
@@ -40,9 +42,12 @@ def test_apply_twice_changes_nothing(router):
     cfg = router.config(FULL)
     router.vpd("apply", config=cfg, check=0)
     before = router.snapshot()
-    out = router.vpd("apply", "-v", config=cfg, check=0)
+    stats = router.tmp / "stats.json"
+    out = router.vpd("apply", "-v", config=cfg, check=0, env={"VPD_STATS": str(stats)})
     assert "no changes" in out.stdout
     assert router.snapshot() == before
+    # three reads (iptables-save, ipset save, one ip batch of reads), nothing written
+    assert json.loads(stats.read_text()) == {"calls": 3, "writes": 0, "steps": []}
     assert router.vpd("status", config=cfg).returncode == 0
 
 

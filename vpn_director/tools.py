@@ -1,5 +1,6 @@
 """The kernel tools: locate them, probe their capabilities once, run batches, name failures precisely."""
 
+import json
 import os
 import re
 import shutil
@@ -29,8 +30,9 @@ LINE_PATTERNS = [
 class Tools:
     """Runs iptables-restore/-save, ipset and ip. `backend` is auto, legacy or nft."""
 
-    def __init__(self, backend="auto", env=None):
+    def __init__(self, backend="auto", env=None, cache_dir=None):
         self.env = os.environ if env is None else env
+        self.cache_dir = cache_dir  # where the probe result is kept between runs
         self.backend_wanted = self.env.get("VPD_IPTABLES") or backend
         self.calls = 0  # external processes spawned (benchmarks read it)
         self.log = []  # (argv, input) of every write, for tests and --verbose
@@ -63,7 +65,7 @@ class Tools:
                 break
         if restore is None:
             self._which(candidates[0])
-        version = self.run("probe iptables", [restore, "--version"]).strip()
+        version = self._version(restore)
         backend = "nft" if "nf_tables" in version else "legacy"
         if want != "auto" and backend != want:
             raise ToolError("preflight", "%s is the %s backend, not %s" % (restore, backend, want))
@@ -73,6 +75,34 @@ class Tools:
         save = restore.replace("-restore", "-save")
         self._which(save)
         return backend, restore, save, wait
+
+    def _version(self, restore):
+        """`restore --version`, remembered in cache_dir for as long as the binary stays the same:
+        a no-op apply then costs only its three reads."""
+        real = os.path.realpath(self._which(restore))
+        try:
+            st = os.stat(real)
+            key = "%s:%d:%d" % (real, st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None
+        path = os.path.join(self.cache_dir, "probe.json") if self.cache_dir and key else None
+        if path:
+            try:
+                with open(path) as fh:
+                    cached = json.load(fh)
+                if cached.get("key") == key:
+                    return cached["version"]
+            except (OSError, ValueError, AttributeError, KeyError):
+                pass
+        version = self.run("probe iptables", [restore, "--version"]).strip()
+        if path:
+            try:
+                from .state import ensure_dir, write_atomic
+                ensure_dir(self.cache_dir)
+                write_atomic(path, json.dumps({"key": key, "version": version}))
+            except OSError:
+                pass  # only an optimisation
+        return version
 
     # --- running ---------------------------------------------------------------------------
     def run(self, step, argv, input=None, write=False, ok_errors=()):
