@@ -29,3 +29,17 @@ def backend(request):
 def router(request, backend, tmp_path):
     """A router namespace with br0; the tool runs inside it with the chosen iptables backend."""
     return Router(request.addfinalizer, backend, tmp_path)
+
+
+@pytest.fixture
+def build_cfg(tmp_path):
+    """raw config dict -> validated Config, with a small ru list and rt_tables in tmp_path."""
+    from vpn_director import config
+    (tmp_path / "ipsets").mkdir(exist_ok=True)
+    (tmp_path / "ipsets" / "ru.zone").write_text("77.88.0.0/16\n# comment\n5.255.255.0/24\n")
+    rt = tmp_path / "rt_tables"
+    rt.write_text("111 wgc1\n114 ovpnc3\n")
+
+    def build(raw):
+        return config.validate(dict(raw, data_dir=str(tmp_path), advanced={"rt_tables": str(rt)}))
+    return build

@@ -9,16 +9,8 @@ EXAMPLES = {1: EXAMPLE_1, 2: EXAMPLE_2, 3: EXAMPLE_3}
 
 
 @pytest.fixture
-def build(tmp_path):
-    (tmp_path / "ipsets").mkdir()
-    (tmp_path / "ipsets" / "ru.zone").write_text("77.88.0.0/16\n# comment\n5.255.255.0/24\n")
-    rt = tmp_path / "rt_tables"
-    rt.write_text("111 wgc1\n114 ovpnc3\n")
-
-    def _build(raw):
-        raw = dict(raw, data_dir=str(tmp_path), advanced={"rt_tables": str(rt)})
-        return desired.build(config.validate(raw))
-    return _build
+def build(build_cfg):
+    return lambda raw: desired.build(build_cfg(raw))
 
 
 def chain(state, name):

@@ -15,14 +15,9 @@ from vpn_director import config, desired, trace
 
 
 @pytest.fixture
-def tracer(tmp_path):
-    (tmp_path / "ipsets").mkdir()
-    (tmp_path / "ipsets" / "ru.zone").write_text("77.88.0.0/16\n5.255.255.0/24\n")
-    rt = tmp_path / "rt_tables"
-    rt.write_text("111 wgc1\n114 ovpnc3\n")
-
+def tracer(build_cfg):
     def run(raw, src, dst, proto="tcp"):
-        cfg = config.validate(dict(raw, data_dir=str(tmp_path), advanced={"rt_tables": str(rt)}))
+        cfg = build_cfg(raw)
         return trace.trace(trace.from_desired(desired.build(cfg), cfg), src, dst, proto)
     return run
 

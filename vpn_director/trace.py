@@ -6,6 +6,7 @@ document's traffic-flow examples.
 """
 
 import bisect
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -236,7 +237,7 @@ class _Walk:
     def _private(self, specs, i, spec):
         """The document's fixed ranges read as one question: "dst private?"."""
         r = _parse(spec)
-        if ipaddress.IPv4Address(self.pkt.dst) in ipaddress.IPv4Network(r["-d"]):
+        if ipaddress.IPv4Address(self.pkt.dst) in _net(r["-d"]):
             self.say("dst private (%s)? Yes → RETURN" % r["-d"], spec)
             return "RETURN"
         nxt = _parse(specs[i + 1]) if i + 1 < len(specs) else {}
@@ -247,8 +248,7 @@ class _Walk:
     def _match(self, r):
         p = self.pkt
         checks = [("-i", lambda v: v == p.iif), ("-p", lambda v: v == p.proto),
-                  ("-s", lambda v: p.src in ipaddress.IPv4Network(v)),
-                  ("-d", lambda v: p.dst in ipaddress.IPv4Network(v))]
+                  ("-s", lambda v: p.src in _net(v)), ("-d", lambda v: p.dst in _net(v))]
         for key, test in checks:
             if key in r and test(r[key]) == r[key + "!"]:
                 return False
@@ -265,7 +265,7 @@ class _Walk:
     def _words(self, chain, r, ok):
         """The rule's question in the document's words; "" for rules not about this packet."""
         p = self.pkt
-        if "-s" in r and p.src not in ipaddress.IPv4Network(r["-s"]):
+        if "-s" in r and p.src not in _net(r["-s"]):
             return ""  # another client's rule
         if "-i" in r and r["-i"] != p.iif:
             return ""
@@ -282,7 +282,7 @@ class _Walk:
             note = " (external set, contents unknown offline)" if set_name in self.rs.unknown_sets else ""
             parts.append("%s in %s%s? %s" % (direction, shown, note, "Yes" if member else "No"))
         if "-d" in r:
-            parts.append("dst in %s? %s" % (r["-d"], "Yes" if p.dst in ipaddress.IPv4Network(r["-d"]) else "No"))
+            parts.append("dst in %s? %s" % (r["-d"], "Yes" if p.dst in _net(r["-d"]) else "No"))
         if r.get("-j") == "MARK" and parts and parts[-1].startswith("src="):
             parts[-1] += "? %s" % ("Yes" if ok else "No (already marked)")
         if r.get("-j") == "TPROXY":
@@ -299,7 +299,14 @@ class _Walk:
         return ""
 
 
+@functools.lru_cache(maxsize=None)
+def _net(text):
+    return ipaddress.IPv4Network(text)
+
+
+@functools.lru_cache(maxsize=None)
 def _parse(spec):
+    """Rule spec -> {option: value}; cached, since every walk reads the same few hundred specs."""
     toks = spec.split()
     r, i, neg = {"sets": []}, 0, False
     while i < len(toks):
