@@ -28,19 +28,55 @@ def _to_int(addr):
 class SetIndex:
     """hash:net membership: the most specific matching entry decides (a `nomatch` entry excludes).
 
-    Without nomatch entries the set becomes sorted disjoint intervals searched with bisect.
+    The first lookups probe the member texts directly, one candidate prefix per length, so a
+    single `trace` never pays for indexing 100,000 entries. Past a few dozen lookups the set is
+    indexed: without nomatch entries as sorted disjoint intervals searched with bisect.
     """
 
+    PROBES_BEFORE_INDEX = 32
+
     def __init__(self, members):
+        self.members = members if isinstance(members, frozenset) else frozenset(members)
+        self.lookups = 0
+        self.starts = self.by_len = None
+
+    def __contains__(self, ip):
+        ip = int(ip)
+        self.lookups += 1
+        if self.starts is None and self.by_len is None:
+            if self.lookups <= self.PROBES_BEFORE_INDEX:
+                return self._probe(ip)
+            self._index()
+        if self.by_len is not None:
+            for plen in self.lengths:
+                hit = self.by_len[plen].get(ip >> (32 - plen) << (32 - plen))
+                if hit is not None:
+                    return hit
+            return False
+        i = bisect.bisect_right(self.starts, ip) - 1
+        return i >= 0 and ip <= self.ends[i]
+
+    def _probe(self, ip):
+        members = self.members
+        for plen in range(32, 0, -1):
+            start = ip >> (32 - plen) << (32 - plen)
+            addr = "%d.%d.%d.%d" % (start >> 24, start >> 16 & 255, start >> 8 & 255, start & 255)
+            text = addr if plen == 32 else "%s/%d" % (addr, plen)
+            if text in members:
+                return True
+            if text + " nomatch" in members:
+                return False
+        return False
+
+    def _index(self):
         entries = []
-        for m in members:
+        for m in self.members:
             text, _, flag = m.partition(" ")
             addr, _, plen = text.partition("/")
             plen = int(plen or 32)
             start = _to_int(addr) & ((0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF)
             entries.append((start, plen, flag == "nomatch"))
-        self.nomatch = any(nm for _, _, nm in entries)
-        if self.nomatch:
+        if any(nm for _, _, nm in entries):
             self.by_len = {}
             for start, plen, nm in entries:
                 self.by_len.setdefault(plen, {})[start] = not nm
@@ -55,17 +91,6 @@ class SetIndex:
                 starts.append(lo)
                 ends.append(hi)
         self.starts, self.ends = starts, ends
-
-    def __contains__(self, ip):
-        ip = int(ip)
-        if self.nomatch:
-            for plen in self.lengths:
-                hit = self.by_len[plen].get(ip >> (32 - plen) << (32 - plen))
-                if hit is not None:
-                    return hit
-            return False
-        i = bisect.bisect_right(self.starts, ip) - 1
-        return i >= 0 and ip <= self.ends[i]
 
 
 @dataclass
