@@ -34,8 +34,11 @@ def ownership(cfg):
         xray_sets=(cfg.xray.clients_ipset, cfg.xray.servers_ipset))
 
 
-def build(cfg, resolver=resolve_host, zone_reader=sets.read_zone):
-    """Config -> DesiredState. Reads country zone files and resolves server names; no kernel access."""
+def build(cfg, resolver=resolve_host, zone_reader=sets.read_prefixes):
+    """Config -> DesiredState. Reads country zone files and resolves server names; no kernel access.
+
+    `zone_reader(path)` returns a country list's (start, prefixlen) pairs; the set holds them aggregated.
+    """
     state = DesiredState(ownership=ownership(cfg))
     xclients, tunnels = cfgmod.effective(cfg)
     needed = {}  # set name -> component that first needs it
@@ -45,8 +48,8 @@ def build(cfg, resolver=resolve_host, zone_reader=sets.read_zone):
         _tunnels(cfg, state, tunnels, needed)
     for name, comp in needed.items():
         if cfgmod.is_country(name):
-            nets = zone_reader(sets.zone_path(cfg.data_dir, name))
-            state.sets.append(SetSpec(name, frozenset(sets.member(n) for n in nets), SHARED, country=True))
+            prefixes = zone_reader(sets.zone_path(cfg.data_dir, name))
+            state.sets.append(SetSpec(name, sets.members(prefixes), SHARED, country=True, listed=len(prefixes)))
         else:
             state.external_sets.append(name)
     return state

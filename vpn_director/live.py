@@ -1,8 +1,11 @@
 """Read the kernel's current state back: iptables-save, ipset save, ip rule / ip route output."""
 
 import re
+from array import array
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
+
+from . import sets
 
 RULE_RE = re.compile(r"^(\d+):\s+(.*?)\s*$")
 COUNTED_RE = re.compile(r"^\[(\d+):(\d+)\]\s+(.*)$")
@@ -52,20 +55,42 @@ def parse_iptables_save(text, state):
 
 
 def parse_ipset_save(text, state):
-    members = {}
-    for line in text.splitlines():
-        parts = line.split(None, 2)
-        if len(parts) < 3:
-            continue
-        if parts[0] == "create":
-            name, rest = parts[1], parts[2]
-            typ, _, header = rest.partition(" ")
-            state.sets[name] = LiveSet(name, typ, header, frozenset())
-            members[name] = []
-        elif parts[0] == "add" and parts[1] in members:
-            members[parts[1]].append(parts[2].strip())
-    for name, items in members.items():
-        state.sets[name].members = frozenset(items)
+    """Sets with their members: plain CIDR members packed (sets.Cidrs), others as a frozenset.
+
+    Walks the text instead of splitting it: country sets make it 100k+ lines.
+    """
+    packed, texts = {}, {}
+    pos, n = 0, len(text)
+    while pos < n:
+        end = text.find("\n", pos)
+        if end < 0:
+            end = n
+        if text.startswith("add ", pos, end):
+            gap = text.find(" ", pos + 4, end)
+            name = text[pos + 4:gap] if gap > 0 else None
+            if name in packed:
+                _add_member(packed, texts, name, text[gap + 1:end].strip())
+        elif text.startswith("create ", pos, end):
+            parts = text[pos:end].split(None, 2)
+            if len(parts) == 3:
+                typ, _, header = parts[2].partition(" ")
+                state.sets[parts[1]] = LiveSet(parts[1], typ, header.strip(), frozenset())
+                packed[parts[1]] = array("Q")
+        pos = end + 1
+    for name, keys in packed.items():
+        state.sets[name].members = sets.Cidrs(keys) if keys is not None else frozenset(texts[name])
+
+
+def _add_member(packed, texts, name, item):
+    keys = packed[name]
+    if keys is not None:
+        key = sets.pack_member(item)
+        if key is not None:
+            keys.append(key)
+            return
+        texts[name] = list(sets.Cidrs(keys))  # an entry with flags: this set stays text
+        packed[name] = None
+    texts[name].append(item)
 
 
 def parse_ip_read(text, state, table):

@@ -1,7 +1,7 @@
 """The desired state as plain data: what the kernel should hold, independent of how it gets there."""
 
 from dataclasses import dataclass, field, replace
-from typing import FrozenSet, List, Tuple
+from typing import FrozenSet, List, Optional, Tuple
 
 XRAY = "xray"
 TUNNEL = "tunnel"
@@ -15,6 +15,7 @@ class SetSpec:
     members: FrozenSet[str]  # entries exactly as `ipset save` prints them ("1.2.3.4", "10.0.0.0/8 nomatch")
     component: str
     country: bool = False
+    listed: Optional[int] = field(default=None, compare=False)  # country lists: entries before aggregation
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,15 @@
 """status: every owned object as OK / MISSING / MISMATCH, with per-rule packet counters."""
 
-from . import live, reconcile
+from . import countries, live, reconcile
 from .model import XRAY
 
 OK, MISSING, MISMATCH = "OK", "MISSING", "MISMATCH"
 
 
-def report(full, current, scope, record):
-    """Return {"objects": [...], "ok": bool}; `current` must be read with counters."""
+def report(full, current, scope, record, data_dir=None):
+    """Return {"objects": [...], "ok": bool}; `current` must be read with counters.
+
+    With `data_dir`, country sets also show where and when their cached list came from."""
     d = full.scoped("all" if scope == "ipset" else scope)
     comps = reconcile.components("all" if scope == "ipset" else scope)
     own = full.ownership
@@ -16,11 +18,16 @@ def report(full, current, scope, record):
     for s in d.sets:
         cur = current.sets.get(s.name)
         if cur is None:
-            objs.append(_obj("set", s.name, MISSING, entries=len(s.members)))
+            o = _obj("set", s.name, MISSING, entries=len(s.members))
         else:
             extra, lacking = len(cur.members - s.members), len(s.members - cur.members)
-            objs.append(_obj("set", s.name, OK if not extra and not lacking else MISMATCH,
-                             entries=len(cur.members), expected=len(s.members), extra=extra, missing=lacking))
+            o = _obj("set", s.name, OK if not extra and not lacking else MISMATCH,
+                     entries=len(cur.members), expected=len(s.members), extra=extra, missing=lacking)
+        if s.country:  # entries in the cached list, and set members after aggregation
+            o.update(country=True, listed=s.listed, aggregated=len(s.members))
+            if data_dir:
+                o.update(countries.describe(data_dir, s.name))
+        objs.append(o)
     for n in d.external_sets:
         objs.append(_obj("set", n, OK if n in current.sets else MISSING, external=True))
     if scope == "ipset":
@@ -95,6 +102,10 @@ def format_text(rep):
         if o["kind"] == "set" and "entries" in o:
             head += "  (%d entries%s)" % (o["entries"], "" if o["status"] != MISMATCH else
                                           ", +%d extra, %d missing" % (o["extra"], o["missing"]))
+        if o.get("country"):
+            head += "  list: %s entries, %d after aggregation" % (o["listed"], o["aggregated"])
+            if o.get("source"):
+                head += ", from %s at %s" % (o["source"], o["fetched"])
         if o.get("position"):
             head += "  at position %d, %d packets" % (o["position"], o.get("packets", 0))
         if o.get("rule") and o["kind"] in ("ip rule", "jump"):
