@@ -1,6 +1,11 @@
+import os
+
 import pytest
 
 from netns import Router, can_use_netns
+
+# Test runs stay out of the machine's syslog; tests of logging point VPD_SYSLOG at their own socket.
+os.environ.setdefault("VPD_SYSLOG", "off")
 
 BACKENDS = ["legacy", "nft"]
 _NETNS = None

@@ -6,11 +6,12 @@ import json
 import os
 import sys
 
-from . import __version__, config, desired, engine, lint, live, state, status, trace
+from . import __version__, config, desired, engine, lint, live, log, state, status, trace
 from .errors import EXIT_DRIFT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, VpdError
 from .tools import Tools
 
 SCOPES = ("all", "tunnel", "xray")
+UNATTENDED = ("apply", "stop", "restart", "update", "install", "uninstall")  # logged to syslog
 
 
 def build_parser():
@@ -40,6 +41,9 @@ def build_parser():
     a = sub.add_parser("apply", help="make the kernel match the config (changes only what differs)")
     a.add_argument("scope", nargs="?", choices=SCOPES, default="all")
     a.add_argument("--dry-run", action="store_true", help="print the changes and batches, touch nothing")
+    a.add_argument("--if-changed", action="store_true",
+                   help="drift watchdog (hooks, cron): re-apply only if something owned is missing or "
+                        "different, only for what an explicit apply started, spaced by advanced.watchdog")
     s = sub.add_parser("stop", help="remove everything vpn-director owns (jumps first)")
     s.add_argument("scope", nargs="?", choices=SCOPES, default="all")
     r = sub.add_parser("restart", help="stop, then apply")
@@ -49,6 +53,8 @@ def build_parser():
     st.add_argument("--json", action="store_true", help="one JSON object")
     rd = sub.add_parser("render", help="print the ipset / iptables-restore / ip batches; no kernel access")
     rd.add_argument("--out", metavar="DIR", help="write ipset.restore, iptables.mangle and ip.batch into DIR")
+    up = sub.add_parser("update", help="refresh the country lists from ipsets.sources, then apply")
+    up.add_argument("--force", action="store_true", help="accept a list with half or fewer of the cached entries")
     ck = sub.add_parser("check", help="validate and lint the config and its data; no kernel access")
     ck.add_argument("--live", action="store_true",
                     help="also look for collisions with the firmware and other tools in the live state")
@@ -60,6 +66,14 @@ def build_parser():
     tr.add_argument("--live", action="store_true",
                     help="evaluate the kernel's current state instead, with its own routing verdict")
     tr.add_argument("--json", action="store_true", help="one JSON object")
+    for name, what in (("install", "put vpn-director on this router: program, init script or systemd "
+                                   "units, firmware hooks, example config (never overwritten)"),
+                       ("uninstall", "remove what install added (the config stays)")):
+        i = sub.add_parser(name, help=what)
+        i.add_argument("--target", choices=("merlin", "systemd"), default="merlin",
+                       help="Asuswrt-Merlin with Entware (default) or a systemd gateway")
+        i.add_argument("--root", metavar="DIR", default="/",
+                       help="write into this directory tree instead of / (tests, packaging)")
     lab = add("lab", help="throw-away virtual router in network namespaces: apply a config, send real "
                           "TCP/UDP from every client, show expected vs observed paths (needs root)")
     lab.add_argument("action", nargs="?", choices=("run", "down"), default="run",
@@ -82,7 +96,15 @@ def main(argv=None):
     try:
         if args.command == "lab":
             return cmd_lab(args, out)
+        if args.command in UNATTENDED:
+            log.setup(args.verbose)
+        if args.command in ("install", "uninstall"):
+            return cmd_install(args, out)
         cfg = config.load(args.config)
+        if args.command in UNATTENDED:
+            problem = log.configure(cfg.log_syslog, cfg.log_file, cfg.log_max_bytes)
+            if problem:
+                out.warn(problem)
         for w in cfg.warnings:
             out.warn(w)
         return COMMANDS[args.command](args, cfg, out)
@@ -101,6 +123,8 @@ def main(argv=None):
             raise
         out.err("internal error: %s: %s (set VPD_DEBUG=1 for a traceback)" % (type(e).__name__, e))
         return EXIT_FAILED
+    finally:
+        _write_stats()
 
 
 class Output:
@@ -111,25 +135,48 @@ class Output:
         if not self.quiet:
             print(msg)
 
+    def note(self, msg):
+        """info that also goes to the log (syslog, file): what unattended runs did."""
+        self.info(msg)
+        log.info(msg)
+
     def detail(self, msg):
         if self.verbose and not self.quiet:
             print(msg)
 
     def warn(self, msg):
+        log.warning(msg)
         if not self.quiet:
             print("warning: %s" % msg, file=sys.stderr)
 
     def err(self, msg):
+        log.error(msg.strip())
         print("vpn-director: %s" % msg if not msg.startswith(" ") else msg, file=sys.stderr)
 
 
+_TOOLS = []  # every Tools of this run, for VPD_STATS
+
+
 def _tools(cfg):
-    return Tools(cfg.iptables)
+    tools = Tools(cfg.iptables, cache_dir=cfg.state_dir)
+    _TOOLS.append(tools)
+    return tools
+
+
+def _write_stats():
+    """VPD_STATS=FILE: how many kernel-tool processes this run spawned (the benchmark reads it)."""
+    path = os.environ.get("VPD_STATS")
+    if path:
+        with open(path, "w") as fh:
+            json.dump({"calls": sum(t.calls for t in _TOOLS), "writes": sum(len(t.log) for t in _TOOLS),
+                       "steps": [argv[0] for t in _TOOLS for argv, _ in t.log]}, fh)
 
 
 def cmd_apply(args, cfg, out):
     tools = _tools(cfg)
-    p = engine.apply(cfg, tools, args.scope, dry_run=args.dry_run, log=out.info)
+    if getattr(args, "if_changed", False) and not args.dry_run:
+        return _watch(args, cfg, tools, out)
+    p = engine.apply(cfg, tools, args.scope, dry_run=args.dry_run, log=out.note)
     if args.dry_run:
         if not p.steps:
             out.info("no changes: the live state already matches the config")
@@ -146,12 +193,29 @@ def cmd_apply(args, cfg, out):
     return EXIT_OK
 
 
+def _watch(args, cfg, tools, out):
+    p, why = engine.watch(cfg, tools, args.scope, log=out.note)
+    if p is None or not p.steps:
+        # the usual outcome every minute: kept out of syslog unless -v
+        msg = why or "live state matches the config (checked in %.2fs)" % p.elapsed
+        out.detail("apply %s --if-changed: %s" % (args.scope, msg))
+        log.debug("apply %s --if-changed: %s" % (args.scope, msg))
+        return EXIT_OK
+    _summary(out, "apply %s --if-changed: drift repaired" % args.scope, p)
+    return EXIT_OK
+
+
 def _summary(out, what, p):
+    """One line for the terminal and the log: what changed, by step, and how long it took."""
     changes = p.changes
-    out.info("%s: %s in %.2fs" % (what, "%d change(s)" % len(changes) if changes else "no changes",
-                                  p.elapsed))
+    line = "%s: %s in %.2fs" % (what, "%d change(s)" % len(changes) if changes else "no changes", p.elapsed)
+    steps = ["%s: %d" % (s.name, len(s.changes)) for s in p.steps if s.changes]
+    if steps:
+        line += " (%s)" % "; ".join(steps)
+    out.note(line)
     for c in changes:
         out.detail("  " + c)
+        log.debug(c)
 
 
 def cmd_stop(args, cfg, out):
@@ -166,10 +230,29 @@ def cmd_restart(args, cfg, out):
     return cmd_apply(args, cfg, out)
 
 
+def cmd_update(args, cfg, out):
+    """Refresh the country lists, then apply. A set whose sources all fail keeps its cached list
+    (so its live set stays as it is); the others are refreshed and applied; the exit code is 1."""
+    from . import countries
+    done, failed = countries.refresh(cfg, force=args.force)
+    for r in done:
+        out.info(r.summary())
+    for _, message in failed:
+        out.err("error: %s" % message)
+    uncached = countries.missing_cache(cfg, [cc for cc, _ in failed])
+    if uncached:
+        out.err("error: update: no cached list for %s: nothing applied" % ", ".join(uncached))
+        return EXIT_FAILED
+    args.scope, args.dry_run = "all", False
+    code = cmd_apply(args, cfg, out)
+    return EXIT_FAILED if failed else code
+
+
 def cmd_status(args, cfg, out):
     tools = _tools(cfg)
     full = desired.build(cfg)
-    rep = status.report(full, status.read(tools, cfg), args.scope, state.load_record(cfg.state_dir))
+    rep = status.report(full, status.read(tools, cfg), args.scope, state.load_record(cfg.state_dir),
+                        data_dir=cfg.data_dir)
     warning = engine.bridge_warning() if cfg.xray.clients else None
     if warning:
         rep["warnings"] = [warning]
@@ -211,6 +294,16 @@ def cmd_check(args, cfg, out):
     out.info("config OK: %s; %d Xray client(s); %d tunnel(s), %d with clients; %d set(s) (%d external)" % (
         cfg.path, len(xc), len(tuns), sum(1 for _, c in tuns if c), len(full.sets) + len(full.external_sets),
         len(full.external_sets)))
+    return EXIT_OK
+
+
+def cmd_install(args, out):
+    from . import install  # install/uninstall only
+    inst = install.Installer(args.target, args.root, say=out.note)
+    if args.command == "install":
+        inst.install()
+    else:
+        inst.uninstall()
     return EXIT_OK
 
 
@@ -276,4 +369,4 @@ def _kernel_route(tools, cfg, args, mark):
 
 
 COMMANDS = {"trace": cmd_trace, "apply": cmd_apply, "stop": cmd_stop, "restart": cmd_restart, "status": cmd_status,
-            "render": cmd_render, "check": cmd_check}
+            "render": cmd_render, "check": cmd_check, "update": cmd_update}

@@ -5,7 +5,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from . import tables
 from .errors import ConfigError
@@ -81,6 +81,13 @@ class Config:
     lock_timeout: int
     ipset_sources: List[str]
     warnings: List[str] = field(default_factory=list)
+    ipset_timeout: int = 30  # seconds per source (IPSET_TIMEOUT)
+    ipset_max_bytes: int = 8 << 20  # IPSET_MAX_BYTES
+    boot_interface_wait: int = 10  # seconds, at boot, for the LAN and tunnel interfaces
+    log_syslog: bool = True
+    log_file: Optional[str] = None
+    log_max_bytes: int = 256 << 10
+    watchdog_min_interval: int = 10  # seconds between two re-applies by `apply --if-changed`
 
     def td_mark(self, slot):
         return (slot << self.td_mark_shift) & self.td_mark_mask
@@ -96,17 +103,24 @@ KNOWN = {
     "tunnel_director": {"tunnels"},
     "tunnel": {"clients", "exclude"},
     "advanced": {"xray", "tunnel_director", "boot", "lan_interface", "state_dir", "rt_tables",
-                 "iptables", "lock_timeout"},
+                 "iptables", "lock_timeout", "log", "watchdog"},
     "advanced.xray": {"tproxy_port", "route_table", "rule_pref", "fwmark", "fwmark_mask", "chain",
                       "clients_ipset", "servers_ipset", "bypass_ipset"},
     "advanced.tunnel_director": {"chain", "pref_base", "mark_mask", "mark_shift"},
-    "advanced.boot": {"min_time", "wait_delay"},
-    "ipsets": {"sources"},
+    "advanced.boot": {"min_time", "wait_delay", "interface_wait"},
+    "advanced.log": {"syslog", "file", "max_kb"},
+    "advanced.watchdog": {"min_interval"},
+    "ipsets": {"sources", "timeout", "max_bytes"},
 }
 
+# Per-country aggregated IPv4 lists, tried in order: ipdeny (what the shell tool used), then
+# ipverse's daily RIR export (formerly ipverse/rir-ip) as a fallback.
 DEFAULT_SOURCES = [
     "https://www.ipdeny.com/ipblocks/data/aggregated/{cc}-aggregated.zone",
+    "https://raw.githubusercontent.com/ipverse/country-ip-blocks/master/country/{cc}/ipv4-aggregated.txt",
 ]
+IPSET_TIMEOUT = 30  # seconds per source, connect to last byte
+IPSET_MAX_BYTES = 8 << 20  # the largest aggregated country list is well under 1 MiB
 
 
 def parse_net(text):
@@ -355,6 +369,10 @@ def validate(raw, path="<config>"):
         lock_timeout=c.integer(adv.get("lock_timeout"), "advanced.lock_timeout", 120, 0, 3600),
         ipset_sources=_sources(c, raw.get("ipsets")),
     )
+    ips = raw.get("ipsets") if isinstance(raw.get("ipsets"), dict) else {}
+    cfg.ipset_timeout = c.integer(ips.get("timeout"), "ipsets.timeout", IPSET_TIMEOUT, 1, 600)
+    cfg.ipset_max_bytes = c.integer(ips.get("max_bytes"), "ipsets.max_bytes", IPSET_MAX_BYTES, 1024, 1 << 30)
+    _service(c, adv, boot, cfg)
     _check_marks(c, cfg)
     cfg.tunnels = _tunnels(c, raw.get("tunnel_director"), names, cfg)
     _check_collisions(c, cfg)
@@ -451,6 +469,23 @@ def _tunnels(c, raw, names, cfg):
         c.err("advanced.tunnel_director.pref_base", "%d + %d slots would reach past priority 32765"
               % (cfg.td_pref_base, max(slots, len(out))))
     return out
+
+
+def _service(c, adv, boot, cfg):
+    """Keys for running unattended: boot interface wait, logging, watchdog spacing."""
+    cfg.boot_interface_wait = c.integer(boot.get("interface_wait"), "advanced.boot.interface_wait", 10, 0, 600)
+    lg = c.obj(adv.get("log"), "advanced.log")
+    c.unknown(lg, "advanced.log", "advanced.log")
+    syslog = lg.get("syslog", True)
+    if not isinstance(syslog, bool):
+        c.err("advanced.log.syslog", "must be true or false, got %r" % (syslog,))
+    cfg.log_syslog = syslog is not False
+    if lg.get("file") is not None:
+        cfg.log_file = c.path(lg.get("file"), "advanced.log.file", None)
+    cfg.log_max_bytes = c.integer(lg.get("max_kb"), "advanced.log.max_kb", 256, 1, 1 << 20) << 10
+    wd = c.obj(adv.get("watchdog"), "advanced.watchdog")
+    c.unknown(wd, "advanced.watchdog", "advanced.watchdog")
+    cfg.watchdog_min_interval = c.integer(wd.get("min_interval"), "advanced.watchdog.min_interval", 10, 0, 3600)
 
 
 def _check_marks(c, cfg):

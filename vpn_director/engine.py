@@ -3,7 +3,7 @@
 import os
 import time
 
-from . import desired, live, reconcile, state
+from . import boot, desired, live, reconcile, state, watchdog
 from .live import LiveState
 
 
@@ -18,34 +18,56 @@ def render_batches(full):
 
 def apply(cfg, tools, scope="all", dry_run=False, log=lambda msg: None, full=None):
     """Make the kernel match the config for `scope`; return the executed (or dry-run) plan."""
-    full = full or desired.build(cfg)
     if dry_run:
+        full = full or desired.build(cfg)
         current = live.read(tools, cfg.xray.route_table)
         reconcile.check_external(full.scoped(scope), current)
         return reconcile.plan(full, current, scope, state.load_record(cfg.state_dir))
-    state.boot_wait(cfg.boot_min_time, cfg.boot_wait_delay, log)
+    boot.prepare(cfg, log)
     with state.locked(cfg.state_dir, cfg.lock_timeout):
-        return _run(cfg, tools, full, scope, stop=False)
+        watchdog.mark(cfg.state_dir, scope, started=True)  # even if this run fails, the watchdog retries
+        # built after the boot wait: server names resolve once the WAN is up
+        return _run(cfg, tools, full or desired.build(cfg), scope, stop=False)
+
+
+def watch(cfg, tools, scope="all", log=lambda msg: None):
+    """apply --if-changed: (plan, None) after a check, or (None, why nothing was checked)."""
+    def check(s):
+        return _run(cfg, tools, desired.build(cfg), s, stop=False, only_if_changed=True)
+    return watchdog.run(cfg, check, log, scope, prepare=lambda: boot.prepare(cfg, log))
 
 
 def stop(cfg, tools, scope="all"):
     full = desired.build(cfg, resolver=lambda name: [], zone_reader=lambda path: [])
     with state.locked(cfg.state_dir, cfg.lock_timeout):
+        watchdog.mark(cfg.state_dir, scope, started=False)
         return _run(cfg, tools, full, scope, stop=True)
 
 
-def _run(cfg, tools, full, scope, stop):
+def _run(cfg, tools, full, scope, stop, only_if_changed=False):
     started = time.monotonic()
     current = live.read(tools, cfg.xray.route_table)
     record = state.load_record(cfg.state_dir)
     if not stop:
         reconcile.check_external(full.scoped(scope), current)
     p = reconcile.plan(full, current, scope, record, stop=stop)
+    if only_if_changed and not p.steps:
+        p.elapsed = time.monotonic() - started
+        return p
     reconcile.execute(p, tools)
-    batches = render_batches(full) if not stop else {}
-    state.save_record(cfg.state_dir, p.record, state.digest(*[batches.get(k, "") for k in sorted(batches)]))
+    state.save_record(cfg.state_dir, p.record, "" if stop else _fingerprint(full))
     p.elapsed = time.monotonic() - started
     return p
+
+
+def _fingerprint(full):
+    """Hash of what apply built: rules in full, sets by name and size. Only a note for people and
+    scripts (the shell tool kept one too); every run still compares against the live state."""
+    parts = [c.name + "\n" + "\n".join(c.rules) for c in full.chains]
+    parts += [j.spec for j in full.jumps] + ["%d %s" % (r.pref, r.text) for r in full.rules]
+    parts += ["%d %s" % (r.table, r.add) for r in full.routes]
+    parts += ["%s %d" % (s.name, len(s.members)) for s in full.sets] + list(full.external_sets)
+    return state.digest(*parts)
 
 
 def bridge_warning():

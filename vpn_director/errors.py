@@ -43,3 +43,7 @@ class ToolError(VpdError):
 
 class LockError(VpdError):
     """Another run held the lock for longer than the bounded wait."""
+
+
+class InstallError(VpdError):
+    """Installing or uninstalling on the router failed; names the file."""

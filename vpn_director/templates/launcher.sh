@@ -1,0 +1,8 @@
+#!/bin/sh
+# vpn-director, as installed by `vpn-director install` (an upgrade rewrites this file).
+# Hooks and cron run with a short PATH; the firmware's own ip, iptables and ipset come first.
+PATH=/sbin:/usr/sbin:/bin:/usr/bin:/opt/sbin:/opt/bin${PATH:+:$PATH}
+VPD_CONFIG=${VPD_CONFIG:-@CONFIG@}
+export PATH VPD_CONFIG
+# -I: only the archive and the standard library are imported, whatever the environment says.
+exec @PYTHON@ -I @PROGRAM@ "$@"
