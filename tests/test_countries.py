@@ -170,3 +170,20 @@ def test_config_keys_for_sources(make_cfg, tmp_path):
         config.validate({"ipsets": {"timeout": 0, "max_bytes": "lots"},
                          "advanced": {"rt_tables": str(tmp_path / "rt_tables")}})
     assert sorted(p.split(":")[0] for p in e.value.problems) == ["ipsets.max_bytes", "ipsets.timeout"]
+
+
+def test_aggregate_cache_is_used_and_invalidated(tmp_path):
+    from vpn_director import sets
+    zone = tmp_path / "ru.zone"
+    zone.write_text("77.88.0.0/17\n77.88.128.0/17\n5.255.255.0/24\n")
+    first = sets.load_country(str(zone))
+    assert sorted(first[0]) == ["5.255.255.0/24", "77.88.0.0/16"] and first[1] == 3
+    cache = tmp_path / "ru.agg"
+    assert cache.exists()
+    assert sets.load_country(str(zone)) == first  # read back from the cache
+    cache.write_bytes(cache.read_bytes().split(b"\n", 1)[0] + b"\n" + b"\x01" * 8)  # stale content, same key
+    assert list(sets.load_country(str(zone))[0]) != list(first[0])  # proves the cache is read
+    zone.write_text("10.0.0.0/8\n")  # a new list changes size and mtime: the cache is rebuilt
+    assert list(sets.load_country(str(zone))[0]) == ["10.0.0.0/8"]
+    cache.write_bytes(b"garbage")
+    assert list(sets.load_country(str(zone))[0]) == ["10.0.0.0/8"]

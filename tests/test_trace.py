@@ -130,6 +130,18 @@ def test_set_index_agrees_with_longest_prefix_match(members, holes, probes):
             assert (ip in idx) == _naive(ms, ipaddress.IPv4Address(ip))
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(nets, min_size=1, max_size=40), st.lists(st.integers(0, 2 ** 32 - 1), max_size=40))
+def test_set_index_over_packed_country_sets(members, probes):
+    from vpn_director import sets
+    packed = sets.parse_prefixes(members, "test")
+    cidrs = sets.members(packed)  # aggregated and packed, as country sets are loaded
+    idx = trace.SetIndex(cidrs)
+    ips = probes + [int(ipaddress.IPv4Network(m).network_address) for m in members]
+    for ip in ips + ips:  # the first lookups probe, later ones use the interval index
+        assert (ip in idx) == _naive(members, ipaddress.IPv4Address(ip))
+
+
 def _cli(tmp_path, *args):
     (tmp_path / "ipsets").mkdir(exist_ok=True)
     (tmp_path / "ipsets" / "ru.zone").write_text("77.88.0.0/16\n")

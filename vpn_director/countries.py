@@ -44,7 +44,7 @@ class Refreshed:
 
 def used(cfg):
     """The country sets the config uses (those apply would load), in config order."""
-    full = desired.build(cfg, resolver=lambda name: [], zone_reader=lambda path: [])
+    full = desired.build(cfg, resolver=lambda name: [], country_loader=sets.no_country)
     return [s.name for s in full.sets if s.country]
 
 

@@ -34,10 +34,10 @@ def ownership(cfg):
         xray_sets=(cfg.xray.clients_ipset, cfg.xray.servers_ipset))
 
 
-def build(cfg, resolver=resolve_host, zone_reader=sets.read_prefixes):
+def build(cfg, resolver=resolve_host, country_loader=sets.load_country):
     """Config -> DesiredState. Reads country zone files and resolves server names; no kernel access.
 
-    `zone_reader(path)` returns a country list's (start, prefixlen) pairs; the set holds them aggregated.
+    `country_loader(path)` returns a country list's aggregated members and its listed entry count.
     """
     state = DesiredState(ownership=ownership(cfg))
     xclients, tunnels = cfgmod.effective(cfg)
@@ -48,8 +48,8 @@ def build(cfg, resolver=resolve_host, zone_reader=sets.read_prefixes):
         _tunnels(cfg, state, tunnels, needed)
     for name, comp in needed.items():
         if cfgmod.is_country(name):
-            prefixes = zone_reader(sets.zone_path(cfg.data_dir, name))
-            state.sets.append(SetSpec(name, sets.members(prefixes), SHARED, country=True, listed=len(prefixes)))
+            members, listed = country_loader(sets.zone_path(cfg.data_dir, name))
+            state.sets.append(SetSpec(name, members, SHARED, country=True, listed=listed))
         else:
             state.external_sets.append(name)
     return state

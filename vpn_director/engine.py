@@ -3,7 +3,7 @@
 import os
 import time
 
-from . import boot, desired, live, reconcile, state, watchdog
+from . import boot, desired, live, reconcile, sets, state, watchdog
 from .live import LiveState
 
 
@@ -38,7 +38,7 @@ def watch(cfg, tools, scope="all", log=lambda msg: None):
 
 
 def stop(cfg, tools, scope="all"):
-    full = desired.build(cfg, resolver=lambda name: [], zone_reader=lambda path: [])
+    full = desired.build(cfg, resolver=lambda name: [], country_loader=sets.no_country)
     with state.locked(cfg.state_dir, cfg.lock_timeout):
         watchdog.mark(cfg.state_dir, scope, started=False)
         return _run(cfg, tools, full, scope, stop=True)

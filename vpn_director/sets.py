@@ -2,6 +2,7 @@
 
 import os
 import re
+import sys
 from array import array
 from bisect import bisect_left
 from collections.abc import Set as AbstractSet
@@ -59,6 +60,51 @@ def read_prefixes(path):
     except OSError as e:
         hint = "; run `vpn-director update` to download it" if not os.path.exists(path) else ""
         raise DataError("country list %s: %s%s" % (path, e.strerror or e, hint))
+
+
+AGG_MAGIC = b"vpd-agg 1"
+
+
+def load_country(path):
+    """(aggregated members, entries as listed) of a zone file.
+
+    The aggregate is kept beside the list (`<cc>.agg`, keyed by the list's size and mtime), so a
+    run that finds the list unchanged reads 8 bytes an entry instead of parsing and merging
+    again: that is most of a cold `trace` or a no-op apply with large lists.
+    """
+    cache = path[:-len(".zone")] + ".agg" if path.endswith(".zone") else path + ".agg"
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    key = b"%s %d %d %s" % (AGG_MAGIC, st.st_size, st.st_mtime_ns, sys.byteorder.encode()) if st else None
+    if key:
+        try:
+            with open(cache, "rb") as fh:
+                head = fh.readline().split()
+                if b" ".join(head[:5]) == key:
+                    keys = array("Q")
+                    keys.frombytes(fh.read())
+                    return Cidrs(keys), int(head[5])
+        except (OSError, ValueError, IndexError):
+            pass
+    prefixes = read_prefixes(path)
+    result = members(prefixes)
+    if key:
+        try:
+            tmp = "%s.%d.tmp" % (cache, os.getpid())
+            with open(tmp, "wb") as fh:
+                fh.write(key + b" %d\n" % len(prefixes))
+                fh.write(result._keys.tobytes())
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # a read-only data_dir only costs time
+    return result, len(prefixes)
+
+
+def no_country(path):
+    """A loader for runs that need no set contents (stop, the download checks)."""
+    return Cidrs(), 0
 
 
 def members(packed):

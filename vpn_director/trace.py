@@ -36,7 +36,11 @@ class SetIndex:
     PROBES_BEFORE_INDEX = 32
 
     def __init__(self, members):
-        self.members = members if isinstance(members, frozenset) else frozenset(members)
+        # country sets come packed (sets.Cidrs): probing and indexing then skip the texts
+        self.packed = getattr(members, "_keys", None)
+        if self.packed is None and not isinstance(members, frozenset):
+            members = frozenset(members)
+        self.members = members
         self.lookups = 0
         self.starts = self.by_len = None
 
@@ -57,6 +61,14 @@ class SetIndex:
         return i >= 0 and ip <= self.ends[i]
 
     def _probe(self, ip):
+        if self.packed is not None:  # sorted packed keys: one bisect per candidate length
+            keys, n = self.packed, len(self.packed)
+            for plen in range(32, 0, -1):
+                key = (ip >> (32 - plen) << (32 - plen) << 6) | plen
+                i = bisect.bisect_left(keys, key)
+                if i < n and keys[i] == key:
+                    return True
+            return False
         members = self.members
         for plen in range(32, 0, -1):
             start = ip >> (32 - plen) << (32 - plen)
@@ -69,6 +81,10 @@ class SetIndex:
         return False
 
     def _index(self):
+        if self.packed is not None:  # aggregated: already sorted, disjoint intervals
+            self.starts = [k >> 6 for k in self.packed]
+            self.ends = [(k >> 6) + (1 << (32 - (k & 63))) - 1 for k in self.packed]
+            return
         entries = []
         for m in self.members:
             text, _, flag = m.partition(" ")
