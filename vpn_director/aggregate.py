@@ -56,7 +56,19 @@ def aggregate(prefixes):
     return list(aggregate_packed(pack(s, p) for s, p in prefixes))
 
 
+_OCTETS = [str(i) for i in range(256)]
+_SUFFIX = ["/%d" % i for i in range(32)] + [""]
+
+
 def text(start, plen):
     """As `ipset save` prints a hash:net entry: host routes without /32."""
-    addr = "%d.%d.%d.%d" % (start >> 24, (start >> 16) & 255, (start >> 8) & 255, start & 255)
-    return addr if plen == 32 else "%s/%d" % (addr, plen)
+    o = _OCTETS
+    return "%s.%s.%s.%s%s" % (o[start >> 24], o[(start >> 16) & 255], o[(start >> 8) & 255], o[start & 255],
+                              _SUFFIX[plen])
+
+
+def texts(keys):
+    """text() of packed prefixes, in their order; table look-ups keep 100k entries cheap."""
+    o, suffix = _OCTETS, _SUFFIX
+    return ["%s.%s.%s.%s%s" % (o[k >> 30], o[(k >> 22) & 255], o[(k >> 14) & 255], o[(k >> 6) & 255],
+                               suffix[k & 63]) for k in keys]

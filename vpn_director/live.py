@@ -57,40 +57,33 @@ def parse_iptables_save(text, state):
 def parse_ipset_save(text, state):
     """Sets with their members: plain CIDR members packed (sets.Cidrs), others as a frozenset.
 
-    Walks the text instead of splitting it: country sets make it 100k+ lines.
+    Country sets make this 100k+ lines: each member is packed as it is read (8 bytes, not a
+    string object), and the per-line work is kept to a partition and an append.
     """
     packed, texts = {}, {}
-    pos, n = 0, len(text)
-    while pos < n:
-        end = text.find("\n", pos)
-        if end < 0:
-            end = n
-        if text.startswith("add ", pos, end):
-            gap = text.find(" ", pos + 4, end)
-            name = text[pos + 4:gap] if gap > 0 else None
-            if name in packed:
-                _add_member(packed, texts, name, text[gap + 1:end].strip())
-        elif text.startswith("create ", pos, end):
-            parts = text[pos:end].split(None, 2)
+    pack = sets.pack_kernel
+    for line in text.split("\n"):
+        if line.startswith("add "):
+            name, _, item = line[4:].partition(" ")
+            keys = packed.get(name)
+            if keys is not None:
+                if " " in item.strip():  # an entry with flags (e.g. nomatch): this set stays text
+                    texts[name] = list(sets.Cidrs(keys))
+                    packed[name] = False
+                    keys = False
+                else:
+                    keys.append(pack(item.strip()))
+                    continue
+            if keys is False:
+                texts[name].append(item.strip())
+        elif line.startswith("create "):
+            parts = line.split(None, 2)
             if len(parts) == 3:
                 typ, _, header = parts[2].partition(" ")
                 state.sets[parts[1]] = LiveSet(parts[1], typ, header.strip(), frozenset())
                 packed[parts[1]] = array("Q")
-        pos = end + 1
     for name, keys in packed.items():
-        state.sets[name].members = sets.Cidrs(keys) if keys is not None else frozenset(texts[name])
-
-
-def _add_member(packed, texts, name, item):
-    keys = packed[name]
-    if keys is not None:
-        key = sets.pack_member(item)
-        if key is not None:
-            keys.append(key)
-            return
-        texts[name] = list(sets.Cidrs(keys))  # an entry with flags: this set stays text
-        packed[name] = None
-    texts[name].append(item)
+        state.sets[name].members = sets.Cidrs(keys) if keys is not False else frozenset(texts[name])
 
 
 def parse_ip_read(text, state, table):

@@ -2,7 +2,10 @@
 
 import os
 import re
+import socket
+import struct
 import sys
+import zlib
 from array import array
 from bisect import bisect_left
 from collections.abc import Set as AbstractSet
@@ -82,9 +85,10 @@ def load_country(path):
         try:
             with open(cache, "rb") as fh:
                 head = fh.readline().split()
-                if b" ".join(head[:5]) == key:
+                body = fh.read()
+                if b" ".join(head[:5]) == key and int(head[6]) == zlib.crc32(body):
                     keys = array("Q")
-                    keys.frombytes(fh.read())
+                    keys.frombytes(body)
                     return Cidrs(keys), int(head[5])
         except (OSError, ValueError, IndexError):
             pass
@@ -94,8 +98,9 @@ def load_country(path):
         try:
             tmp = "%s.%d.tmp" % (cache, os.getpid())
             with open(tmp, "wb") as fh:
-                fh.write(key + b" %d\n" % len(prefixes))
-                fh.write(result._keys.tobytes())
+                body = result._keys.tobytes()
+                fh.write(key + b" %d %d\n" % (len(prefixes), zlib.crc32(body)))
+                fh.write(body)
             os.replace(tmp, cache)
         except OSError:
             pass  # a read-only data_dir only costs time
@@ -127,6 +132,15 @@ def pack_member(text):
     return None if start & ((1 << (32 - plen)) - 1) else aggregate.pack(start, plen)
 
 
+_UNPACK = struct.Struct("!I").unpack
+
+
+def pack_kernel(text):
+    """pack_member for ipset's own output, which is always canonical: no validation needed."""
+    addr, sep, plen = text.partition("/")
+    return (_UNPACK(socket.inet_aton(addr))[0] << 6) | (int(plen) if sep else 32)
+
+
 class Cidrs(AbstractSet):
     """A frozenset of member texts ("77.88.0.0/16") stored as sorted packed ints: 8 bytes an
     entry instead of ~100, which keeps 100k-entry country sets within a router's memory.
@@ -149,8 +163,7 @@ class Cidrs(AbstractSet):
         return len(self._keys)
 
     def __iter__(self):  # in address order, as render wants them
-        for key in self._keys:
-            yield aggregate.text(key >> 6, key & 63)
+        return iter(aggregate.texts(self._keys))
 
     def __contains__(self, text):
         key = pack_member(text)
