@@ -86,6 +86,18 @@ def summary(values, fmt="%.3f"):
     return ("%s (%s–%s)" % (fmt % med, fmt % min(values), fmt % max(values)))
 
 
+def write_block(path, script, text):
+    """Replace the results block of `script` (e.g. "bench/run.py") in the markdown file `path`."""
+    begin, end = "<!-- %s begin -->" % script, "<!-- %s end -->" % script
+    with open(path) as fh:
+        doc = fh.read()
+    if begin not in doc or end not in doc:
+        raise SystemExit("%s has no %s block" % (path, begin))
+    head, rest = doc.split(begin, 1)
+    with open(path, "w") as fh:
+        fh.write(head + begin + "\n" + text.rstrip("\n") + "\n" + end + rest.split(end, 1)[1])
+
+
 def vpd_argv(config, *args):
     return [sys.executable, "-m", "vpn_director", "-c", config] + list(args)
 

@@ -22,7 +22,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, machine, summary, timed, zone_text  # noqa: E402
+from common import ROOT, machine, summary, timed, write_block, zone_text  # noqa: E402
 
 SIZES = {"ru": 40000, "cn": 25000, "ir": 15000, "by": 10000, "kz": 6000, "ua": 4000}
 CHANGES = [0.01, 0.05, 0.10, 0.20, 0.30]  # of the lines; about twice that of the members
@@ -168,19 +168,8 @@ def main():
         "|---|---|---|---|---|---|"] + rows + ["", "Machine: %s." % machine()])
     print(table)
     if args.write:
-        _write(args.write, table)
+        write_block(args.write, "bench/ipsets.py", table)
     return 0
-
-
-def _write(path, table):
-    begin, end = "<!-- bench/ipsets.py begin -->", "<!-- bench/ipsets.py end -->"
-    with open(path) as fh:
-        text = fh.read()
-    if begin not in text:
-        raise SystemExit("%s has no %s block" % (path, begin))
-    head, rest = text.split(begin, 1)
-    with open(path, "w") as fh:
-        fh.write(head + begin + "\n" + table + "\n" + end + rest.split(end, 1)[1])
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, machine, summary, timed, vpd_argv, write_zones, zone_text  # noqa: E402
+from common import ROOT, machine, summary, timed, vpd_argv, write_block, write_zones, zone_text  # noqa: E402
 
 COUNTRIES = ["ru", "ua", "by", "kz", "cn", "ir"]
 
@@ -177,7 +177,7 @@ class Bench:
             elif line.startswith("-"):
                 cmds.append([ipt, "-t", "mangle"] + line.split())
         ip_cmds = [["ip"] + line.split() for line in open(os.path.join(out, "ip.batch")).read().splitlines()]
-        sample = adds if len(adds) <= 5000 else random.Random(1).sample(adds, 2000)
+        sample = adds if len(adds) <= 10000 else random.Random(1).sample(adds, 2000)
         t0 = time.perf_counter()
         for argv in cmds[: sum(1 for c in cmds if c[0] == "ipset")]:  # sets first
             ns.run(argv)
@@ -198,7 +198,7 @@ class Bench:
 def table(results, machine_line):
     lines = ["Machine: %s" % machine_line, ""]
     lines.append("| scenario | backend | cold apply s | no-op apply s | one-client change s | country refresh s | "
-                 "stop s | floor s | baseline s | apply/floor | baseline/apply | peak RSS MB (apply, L refresh) | "
+                 "stop s | floor s | baseline s | apply/floor | baseline/apply | peak RSS MB | "
                  "processes (cold / no-op / change) |")
     lines.append("|" + "---|" * 13)
     for (name, backend), (res, info) in results.items():
@@ -226,7 +226,7 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--scenarios", default="S,M,L")
     ap.add_argument("--backends", default="legacy,nft")
-    ap.add_argument("--write", metavar="FILE", help="also write the table into FILE between the bench markers")
+    ap.add_argument("--write", metavar="FILE", help="also replace the results block in FILE")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/run.py needs root (network namespaces)")
@@ -242,12 +242,7 @@ def main():
     text = table(results, machine())
     print(text)
     if args.write:
-        doc = open(args.write).read()
-        start, end = "<!-- bench:run.py -->", "<!-- /bench:run.py -->"
-        head, _, rest = doc.partition(start)
-        _, _, tail = rest.partition(end)
-        with open(args.write, "w") as fh:
-            fh.write(head + start + "\n" + text + end + tail)
+        write_block(args.write, "bench/run.py", text)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, machine, write_zones  # noqa: E402
+from common import ROOT, machine, write_block, write_zones  # noqa: E402
 
 sys.path.insert(0, ROOT)
 from vpn_director import config, desired, trace  # noqa: E402
@@ -45,6 +45,7 @@ def main():
     ap.add_argument("--prefixes", type=int, default=100000)
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--lookups", type=int, default=50000)
+    ap.add_argument("--write", metavar="FILE", help="also replace the results block in FILE")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = setup(tmp, args.prefixes)
@@ -84,19 +85,24 @@ def main():
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-c", "pass"], check=True)
             base.append(time.perf_counter() - t0)
-    print("machine: %s" % machine())
-    print("sets: %d country sets, %d prefixes loaded" % (len(COUNTRIES), entries))
-    print()
-    print("| measure | median | min | max |")
-    print("|---|---|---|---|")
     row = "| %s | %s | %s | %s |"
-    fmt = lambda xs, f: [f % statistics.median(xs), f % min(xs), f % max(xs)]
-    print(row % tuple(["set membership lookups/s (one set)"] + fmt(member, "%.0f")))
-    print(row % tuple(["full trace walks/s (all chains + ip rules)"] + fmt(walk, "%.0f")))
-    print(row % tuple(["cold `vpn-director trace` (s)"] + fmt(cold, "%.3f")))
-    print(row % tuple(["first `trace` after the lists changed (s)"] + fmt(first, "%.3f")))
-    print(row % tuple(["bare `python3 -c pass` (s)"] + fmt(base, "%.3f")))
-    print(row % ("in-process load of config + lists, parsing them (s), one run", "%.3f" % build, "", ""))
+
+    def stats(xs, f):
+        return [f % statistics.median(xs), f % min(xs), f % max(xs)]
+    lines = [
+        "sets: %d country sets, %d prefixes after aggregation" % (len(COUNTRIES), entries), "",
+        "| measure | median | min | max |", "|---|---|---|---|",
+        row % tuple(["set membership lookups/s (one set)"] + stats(member, "%.0f")),
+        row % tuple(["full trace walks/s (all chains + ip rules)"] + stats(walk, "%.0f")),
+        row % tuple(["cold `vpn-director trace` (s)"] + stats(cold, "%.3f")),
+        row % tuple(["first `trace` after the lists changed (s)"] + stats(first, "%.3f")),
+        row % tuple(["bare `python3 -c pass` (s)"] + stats(base, "%.3f")),
+        row % ("in-process load of config + lists, parsing them (s), one run", "%.3f" % build, "", ""),
+        "", "Machine: %s" % machine()]
+    text = "\n".join(lines) + "\n"
+    sys.stdout.write(text)
+    if args.write:
+        write_block(args.write, "bench/trace.py", text)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def load_country(path):
                 if b" ".join(head[:5]) == key and int(head[6]) == zlib.crc32(body):
                     keys = array("Q")
                     keys.frombytes(body)
-                    return Cidrs(keys), int(head[5])
+                    return Cidrs(keys, ordered=True), int(head[5])
         except (OSError, ValueError, IndexError):
             pass
     prefixes = read_prefixes(path)
@@ -114,7 +114,7 @@ def no_country(path):
 
 def members(packed):
     """Aggregated set members of packed prefixes, as `ipset save` prints them."""
-    return Cidrs(aggregate.pack(s, p) for s, p in aggregate.aggregate_packed(packed))
+    return Cidrs((aggregate.pack(s, p) for s, p in aggregate.aggregate_packed(packed)), ordered=True)
 
 
 def count_members(packed):
@@ -150,9 +150,10 @@ class Cidrs(AbstractSet):
 
     __slots__ = ("_keys",)
 
-    def __init__(self, keys=()):
+    def __init__(self, keys=(), ordered=False):
+        """`ordered`: the keys are known to be sorted and unique (aggregated, or a checked cache)."""
         self._keys = keys if isinstance(keys, array) else array("Q", keys)
-        if any(self._keys[i] >= self._keys[i + 1] for i in range(len(self._keys) - 1)):
+        if not ordered and any(self._keys[i] >= self._keys[i + 1] for i in range(len(self._keys) - 1)):
             self._keys = array("Q", sorted(set(self._keys)))
 
     @classmethod
@@ -182,7 +183,7 @@ class Cidrs(AbstractSet):
     def __sub__(self, other):
         if isinstance(other, Cidrs):
             theirs = other._keys
-            return Cidrs(array("Q", (k for k in self._keys if not _has(theirs, k))))
+            return Cidrs(array("Q", (k for k in self._keys if not _has(theirs, k))), ordered=True)
         return AbstractSet.__sub__(self, other)
 
     def __repr__(self):
