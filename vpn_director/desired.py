@@ -70,8 +70,6 @@ def _xray(cfg, state, clients, resolver, needed):
             servers.update(resolver(s))
     servers.update(sets.member(n) for n in x.exclude_ips)
     state.sets.append(SetSpec(x.servers_ipset, frozenset(servers), XRAY))
-    if not x.servers:
-        state.notes.append("xray.servers is empty: traffic from the proxy itself may loop")
 
     mark = "%#x/%#x" % (x.fwmark, x.fwmark_mask)
     rules = ["-m set ! --match-set %s src -j RETURN" % x.clients_ipset,

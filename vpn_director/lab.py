@@ -79,7 +79,8 @@ class Lab:
             env["VPD_IPTABLES"] = self.backend
         return env
 
-    def _agent(self, ns, *args):
+    @staticmethod
+    def _agent(*args):
         return [sys.executable, "-m", "vpn_director.lab_agent"] + list(args)
 
     # --- building --------------------------------------------------------------------------
@@ -113,12 +114,12 @@ class Lab:
 
         r = self.router
         self._ns(r)
-        self._run(self._agent(r, "sysctl", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
+        self._run(self._agent("sysctl", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
                               "net.ipv4.conf.default.rp_filter=0"), ns=r, env=self.env())
         self._ip(r, "link", "add", "br0", "type", "bridge")
         self._ip(r, "link", "set", "br0", "up")
         # With 1, packets TPROXY'd from a bridge lose their socket and never reach the proxy.
-        self._run(self._agent(r, "sysctl", "net.bridge.bridge-nf-call-iptables=0",
+        self._run(self._agent("sysctl", "net.bridge.bridge-nf-call-iptables=0",
                               "net.ipv4.conf.br0.rp_filter=0"), ns=r, env=self.env())
 
         self._ns(self.wan)
@@ -174,7 +175,7 @@ class Lab:
         self._serve(ns, name, PORT)
 
     def _serve(self, ns, name, port, transparent=False):
-        argv = ["ip", "netns", "exec", ns] + self._agent(ns, "serve", name, str(port))
+        argv = ["ip", "netns", "exec", ns] + self._agent("serve", name, str(port))
         if transparent:
             argv.append("--transparent")
         p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
@@ -223,7 +224,7 @@ class Lab:
 
     def probe(self, client, targets=None, timeout=1.0):
         targets = targets or self.targets()
-        out = self._run(self._agent(None, "probe", json.dumps(targets)), ns=self.clients[client],
+        out = self._run(self._agent("probe", json.dumps(targets)), ns=self.clients[client],
                         env=self.env()).stdout
         return json.loads(out)
 

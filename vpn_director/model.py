@@ -86,7 +86,6 @@ class DesiredState:
     jumps: List[JumpSpec] = field(default_factory=list)
     rules: List[RuleSpec] = field(default_factory=list)
     routes: List[RouteSpec] = field(default_factory=list)
-    notes: List[str] = field(default_factory=list)
 
     def scoped(self, scope):
         """The part of the state one component owns (country sets follow whoever uses them)."""

@@ -98,15 +98,7 @@ def plan(full, live, scope, record, stop=False):
         steps.append(step)
 
     if conflicts:
-        old = [(p, t) for p, t in rules_del if _mark_of(t) in conflicts]
-        batch = [render.rule_line("del", p, t) for p, t in old]
-        batch += [render.rule_line("add", r.pref, r.text) for r in rules_add if r.mark in conflicts]
-        steps.append(_ip_step("switch remapped ip rules", batch))
-        finals = [c for c in rebuild if c.rules != _with_marks(c, tmp_marks).rules]
-        steps.append(Step("switch chains to final marks", "iptables",
-                          render.chain_doc([(c.name, c.rules) for c in finals], [], []),
-                          render.chain_doc([(c.name, _with_marks(c, tmp_marks).rules) for c in finals], [], []),
-                          ["marks remapped: %s" % ", ".join("%#x" % m for m in sorted(conflicts))]))
+        steps += _remap_steps(rebuild, rules_add, rules_del, conflicts, tmp_marks)
         rules_del = [(p, t) for p, t in rules_del if _mark_of(t) not in conflicts]
 
     cleanup = [render.rule_line("del", p, t) for p, t in rules_del]
@@ -117,32 +109,55 @@ def plan(full, live, scope, record, stop=False):
         step.reversible = False
         steps.append(step)
 
+    stale_sets = _stale_sets(d, live, comps, record, owned_chains, keep_sets)
+    destroy = ["destroy %s" % n for n in tmp_sets + stale_sets]
+    if destroy:
+        steps.append(Step("remove stale sets", "ipset", "\n".join(destroy) + "\n", None,
+                          ["set %s: removed" % n for n in stale_sets], reversible=False))
+    return Plan(steps, _next_record(d, live, comps, record, stale_sets))
+
+
+def _remap_steps(rebuild, rules_add, rules_del, conflicts, tmp_marks):
+    """After the chains moved to temporary marks: repoint the remapped marks' ip rules, then
+    switch the chains to the final marks (the temporary rules go with the cleanup)."""
+    old = [(p, t) for p, t in rules_del if _mark_of(t) in conflicts]
+    batch = [render.rule_line("del", p, t) for p, t in old]
+    batch += [render.rule_line("add", r.pref, r.text) for r in rules_add if r.mark in conflicts]
+    finals = [c for c in rebuild if c.rules != _with_marks(c, tmp_marks).rules]
+    return [_ip_step("switch remapped ip rules", batch),
+            Step("switch chains to final marks", "iptables",
+                 render.chain_doc([(c.name, c.rules) for c in finals], [], []),
+                 render.chain_doc([(c.name, _with_marks(c, tmp_marks).rules) for c in finals], [], []),
+                 ["marks remapped: %s" % ", ".join("%#x" % m for m in sorted(conflicts))])]
+
+
+def _stale_sets(d, live, comps, record, owned_chains, keep):
+    """Sets of ours that nothing will reference once the plan has run."""
     final_refs = {n for c in d.chains for r in c.rules for n in set_refs(r)}
     for name, rules in live.chains.items():
         if name not in owned_chains:
             final_refs.update(n for r in rules for n in set_refs(r))
     candidates = {n for n, c in record.get("sets", {}).items() if c in comps or c == SHARED}
     if XRAY in comps:  # the config's Xray set names are ours whatever the config enables now
-        candidates.update(own.xray_sets)
+        candidates.update(d.ownership.xray_sets)
     for n in owned_chains:  # country sets our own live chains use are ours even without a record
         candidates.update(s for r in live.chains.get(n, []) for s in set_refs(r) if len(s) == 2 and s.islower())
-    stale_sets = sorted((candidates & set(live.sets)) - keep_sets - final_refs - {s.name for s in d.sets})
-    destroy = ["destroy %s" % n for n in tmp_sets + stale_sets]
-    if destroy:
-        steps.append(Step("remove stale sets", "ipset", "\n".join(destroy) + "\n", None,
-                          ["set %s: removed" % n for n in stale_sets], reversible=False))
+    return sorted((candidates & set(live.sets)) - keep - final_refs - {s.name for s in d.sets})
 
-    new_record = {"sets": {}, "chains": {}}
+
+def _next_record(d, live, comps, record, stale_sets):
+    """What we own once the plan has run: this scope's objects, plus the other scopes' as they were."""
+    new = {"sets": {}, "chains": {}}
     for kind, live_names in (("sets", live.sets), ("chains", live.chains)):
         for n, c in record.get(kind, {}).items():
             if n in live_names and c not in comps and c != SHARED:
-                new_record[kind][n] = c
-    new_record["sets"].update({s.name: s.component for s in d.sets})
+                new[kind][n] = c
+    new["sets"].update({s.name: s.component for s in d.sets})
     for n, c in record.get("sets", {}).items():
-        if n in live.sets and n not in stale_sets and n not in new_record["sets"]:
-            new_record["sets"][n] = c
-    new_record["chains"].update({c.name: c.component for c in d.chains})
-    return Plan(steps, new_record)
+        if n in live.sets and n not in stale_sets and n not in new["sets"]:
+            new["sets"][n] = c
+    new["chains"].update({c.name: c.component for c in d.chains})
+    return new
 
 
 # Per entry, a delta (adds, then dels) costs the kernel about 2.5 times a full load
