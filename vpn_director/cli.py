@@ -58,7 +58,7 @@ def build_parser():
     ck = sub.add_parser("check", help="validate and lint the config and its data; no kernel access")
     ck.add_argument("--live", action="store_true",
                     help="also look for collisions with the firmware and other tools in the live state")
-    tr = sub.add_parser("trace", help="where does a packet from SRC to DST go, and why (no kernel access)")
+    tr = sub.add_parser("trace", help="where does a packet from SRC to DST go, and why (offline unless --live)")
     tr.add_argument("src", help="source IPv4 address (a LAN client)")
     tr.add_argument("dst", help="destination IPv4 address")
     tr.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
