@@ -9,6 +9,11 @@ SHARED = "shared"  # country sets either component may use
 SCOPES = ("all", XRAY, TUNNEL)
 
 
+def components(scope):
+    """The components a scope covers, Xray first."""
+    return (XRAY, TUNNEL) if scope == "all" else (scope,)
+
+
 @dataclass(frozen=True)
 class SetSpec:
     name: str

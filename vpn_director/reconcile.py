@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 from . import render
 from .desired import XRAY_ROUTE_SHOWN
 from .errors import DataError, ToolError
-from .model import SHARED, TUNNEL, XRAY, DesiredState, set_refs
+from .model import SHARED, TUNNEL, XRAY, DesiredState, components, set_refs
 
 # The firmware's own per-interface mark rules (Merlin: -i tun11 -j MARK --set-xmark 0x1/0x1).
 FIRMWARE_MARK_RE = re.compile(r"^-i (wgc|wgs|tun|ovpnc|ovpns)\S* .*-j MARK ")
@@ -49,14 +49,10 @@ def check_external(d, live):
                         % ", ".join(sorted(missing)))
 
 
-def components(scope):
-    return {XRAY, TUNNEL} if scope == "all" else {scope}
-
-
 def plan(full, live, scope, record, stop=False):
     """Build the plan that makes `live` equal `full` for `scope` (an empty state when stopping)."""
     own = full.ownership
-    comps = components(scope)
+    comps = set(components(scope))
     d = DesiredState(ownership=own) if stop else full.scoped(scope)
     keep_sets = set() if stop else {s.name for s in full.sets}
 

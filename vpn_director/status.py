@@ -1,7 +1,7 @@
 """status: every owned object as OK / MISSING / MISMATCH, with per-rule packet counters."""
 
 from . import countries, live, reconcile
-from .model import XRAY
+from .model import XRAY, components
 
 OK, MISSING, MISMATCH = "OK", "MISSING", "MISMATCH"
 
@@ -11,7 +11,7 @@ def report(full, current, scope, record, data_dir=None):
 
     With `data_dir`, country sets also show where and when their cached list came from."""
     d = full.scoped("all" if scope == "ipset" else scope)
-    comps = reconcile.components("all" if scope == "ipset" else scope)
+    comps = set(components("all" if scope == "ipset" else scope))
     own = full.ownership
     objs = []
 

@@ -14,15 +14,11 @@ import os
 import time
 
 from . import state
-from .model import TUNNEL, XRAY
+from .model import TUNNEL, XRAY, components
 
 ACTIVE = "active.json"  # components started by an explicit apply
 LAST = "watchdog.last"  # wall time of the last re-apply by the watchdog
 PENDING = "watchdog.pending"  # held by the run that will check next
-
-
-def components(scope):
-    return [XRAY, TUNNEL] if scope == "all" else [scope]
 
 
 def scope_of(comps):
