@@ -61,7 +61,7 @@ def test_merlin_files_and_modes(tmp_path, capsys):
     assert {p: m for p, (_, m) in files.items()} == MERLIN_FILES
     text = {p: data.decode() for p, (data, _) in files.items() if not p.endswith(".pyz")}
     assert text["opt/sbin/vpn-director"].startswith("#!/bin/sh\n")
-    assert "exec /opt/bin/python3 -I /opt/vpn-director/vpn-director.pyz \"$@\"" in text["opt/sbin/vpn-director"]
+    assert "exec /opt/bin/python3 -I -S /opt/vpn-director/vpn-director.pyz \"$@\"" in text["opt/sbin/vpn-director"]
     assert "VPD_CONFIG:-/opt/vpn-director/vpn-director.json" in text["opt/sbin/vpn-director"]
     init = text["opt/etc/init.d/S99vpn-director"]
     for verb in ("start)", "stop)", "restart)", "status)"):
@@ -232,7 +232,7 @@ def test_systemd_files_units_and_example(tmp_path):
         assert schedule in timer and "PartOf=vpn-director.service" in timer
         assert "WantedBy=vpn-director.service" in timer  # the timers run while the service is started
     assert "VPD_CONFIG:-/etc/vpn-director/vpn-director.json" in text["usr/local/sbin/vpn-director"]
-    assert "exec /usr/bin/python3 -I /usr/local/lib/vpn-director/vpn-director.pyz" in text["usr/local/sbin/vpn-director"]
+    assert "exec /usr/bin/python3 -I -S /usr/local/lib/vpn-director/vpn-director.pyz" in text["usr/local/sbin/vpn-director"]
     raw = json.loads(text["etc/vpn-director/vpn-director.json"])
     assert raw["data_dir"] == "/var/lib/vpn-director" and raw["advanced"]["state_dir"] == "/run/vpn-director"
     example = json.load(open(EXAMPLE))

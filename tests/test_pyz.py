@@ -1,6 +1,7 @@
 """The single-file build runs on a bare python3, and the runtime imports only the standard library."""
 
 import ast
+import importlib.util
 import io
 import json
 import os
@@ -78,7 +79,14 @@ def test_pyz_holds_the_whole_package_and_the_example(pyz):
         example = z.read("vpn_director/templates/vpn-director.json")
     modules = {"vpn_director/" + f for f in os.listdir(PKG) if f.endswith(".py")}
     assert modules <= names
-    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert not [n for n in names if "__pycache__" in n]
+    # bytecode beside each module, where zipimport looks: hash-based and unchecked, this
+    # interpreter's magic (another version ignores it and compiles the source)
+    package = {n for n in names if n.startswith("vpn_director/")}
+    assert {n[:-1] for n in package if n.endswith(".pyc")} == {n for n in package if n.endswith(".py")}
+    with zipfile.ZipFile(str(pyz)) as z:
+        head = z.read("vpn_director/cli.pyc")[:8]
+    assert head[:4] == importlib.util.MAGIC_NUMBER and int.from_bytes(head[4:8], "little") == 0b01
     assert example == open(EXAMPLE, "rb").read()
     assert open(str(pyz), "rb").readline() == b"#!/usr/bin/env python3\n"
 
@@ -89,7 +97,8 @@ def test_build_is_reproducible_so_installing_twice_changes_nothing():
     sources = {"__main__.py": os.path.join(PKG, "cli.py"), "vpn_director/templates/vpn-director.json": EXAMPLE}
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         for info in z.infolist():
-            src = sources.get(info.filename) or os.path.join(ROOT, info.filename.rstrip("/"))
+            name = info.filename[:-1] if info.filename.endswith(".pyc") else info.filename
+            src = sources.get(info.filename) or os.path.join(ROOT, name.rstrip("/"))
             want = time.localtime(os.stat(src).st_mtime)[:5]
             assert info.date_time[:5] == want, info.filename  # zip keeps 2-second steps
     assert pyzmod.build() == data

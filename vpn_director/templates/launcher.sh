@@ -4,5 +4,6 @@
 PATH=/sbin:/usr/sbin:/bin:/usr/bin:/opt/sbin:/opt/bin${PATH:+:$PATH}
 VPD_CONFIG=${VPD_CONFIG:-@CONFIG@}
 export PATH VPD_CONFIG
-# -I: only the archive and the standard library are imported, whatever the environment says.
-exec @PYTHON@ -I @PROGRAM@ "$@"
+# -I -S: only the archive and the standard library are imported, whatever the environment or
+# site-packages hold (and start-up skips reading them: hooks and cron run this every minute).
+exec @PYTHON@ -I -S @PROGRAM@ "$@"
