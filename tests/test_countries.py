@@ -193,3 +193,13 @@ def test_aggregate_cache_is_used_and_invalidated(tmp_path):
     assert list(sets.load_country(str(zone))[0]) == ["10.0.0.0/8"]
     cache.write_bytes(b"garbage")
     assert list(sets.load_country(str(zone))[0]) == ["10.0.0.0/8"]
+
+
+def test_update_leaves_the_aggregate_for_the_apply_that_follows(server, make_cfg, monkeypatch):
+    cfg = make_cfg([server.url("ok")])
+    assert countries.refresh(cfg)[1] == []
+    zone = sets.zone_path(cfg.data_dir, "ru")
+    monkeypatch.setattr(sets, "read_prefixes", None)  # the list must not be parsed again
+    members, listed = sets.load_country(zone)
+    assert len(members) == RU_MEMBERS and listed == 204
+    assert "77.88.0.0/16" in members and "5.255.254.0/23" in members

@@ -193,10 +193,10 @@ def fetch(cc, sources, previous=None, force=False, timeout=DEFAULT_TIMEOUT, max_
         try:
             body = download(url, timeout, max_bytes)
             prefixes = parse_body(body)
-            members = sets.count_members(prefixes)
-            if previous and members * 2 <= previous and not force:
+            members = sets.members(prefixes)
+            if previous and len(members) * 2 <= previous and not force:
                 raise FetchError("shrank from %d to %d entries (half or less of the cached list; "
-                                 "--force accepts it)" % (previous, members))
+                                 "--force accepts it)" % (previous, len(members)))
             return url, body, prefixes, members
         except FetchError as e:
             tried.append("%s: %s" % (url, e))
@@ -204,11 +204,14 @@ def fetch(cc, sources, previous=None, force=False, timeout=DEFAULT_TIMEOUT, max_
 
 
 def save(data_dir, cc, url, body, prefixes, members):
-    """Write the list, then its metadata, each atomically (a reader sees old or new, never half)."""
+    """Write the list, then its metadata, each atomically (a reader sees old or new, never half);
+    `members` (sets.Cidrs, the aggregate) is kept beside the list for the apply that follows."""
     os.makedirs(os.path.join(data_dir, "ipsets"), mode=0o755, exist_ok=True)
     digest = hashlib.sha256(body).hexdigest()
     path = sets.zone_path(data_dir, cc)
     state.write_atomic(path, body, mode=0o644)  # bytes as received: the checksum is of the file
+    sets.store_country_cache(path, members, len(prefixes))
+    members = len(members)
     now = time.time()
     meta = {"cc": cc, "source": url, "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
             "fetched_epoch": int(now), "entries": len(prefixes), "aggregated": members,
@@ -231,7 +234,7 @@ def refresh(cfg, names=None, force=False):
             failed.append((cc, "%s: no usable list, %s; tried %s" % (cc, kept, e)))
             continue
         save(cfg.data_dir, cc, url, body, prefixes, members)
-        done.append(Refreshed(cc, url, len(prefixes), members, previous,
+        done.append(Refreshed(cc, url, len(prefixes), len(members), previous,
                               old != hashlib.sha256(body).hexdigest()))
     return done, failed
 

@@ -75,15 +75,10 @@ def load_country(path):
     run that finds the list unchanged reads 8 bytes an entry instead of parsing and merging
     again: that is most of a cold `trace` or a no-op apply with large lists.
     """
-    cache = path[:-len(".zone")] + ".agg" if path.endswith(".zone") else path + ".agg"
-    try:
-        st = os.stat(path)
-    except OSError:
-        st = None
-    key = b"%s %d %d %s" % (AGG_MAGIC, st.st_size, st.st_mtime_ns, sys.byteorder.encode()) if st else None
+    key = _cache_key(path)
     if key:
         try:
-            with open(cache, "rb") as fh:
+            with open(_cache_path(path), "rb") as fh:
                 head = fh.readline().split()
                 body = fh.read()
                 if b" ".join(head[:5]) == key and int(head[6]) == zlib.crc32(body):
@@ -94,17 +89,38 @@ def load_country(path):
             pass
     prefixes = read_prefixes(path)
     result = members(prefixes)
-    if key:
-        try:
-            tmp = "%s.%d.tmp" % (cache, os.getpid())
-            with open(tmp, "wb") as fh:
-                body = result._keys.tobytes()
-                fh.write(key + b" %d %d\n" % (len(prefixes), zlib.crc32(body)))
-                fh.write(body)
-            os.replace(tmp, cache)
-        except OSError:
-            pass  # a read-only data_dir only costs time
+    store_country_cache(path, result, len(prefixes))
     return result, len(prefixes)
+
+
+def store_country_cache(path, cidrs, listed):
+    """Keep the aggregate of the zone file `path` as it is now (`update` calls this right after
+    writing a list, so the apply that follows does not parse it again)."""
+    key = _cache_key(path)
+    if not key:
+        return
+    cache = _cache_path(path)
+    try:
+        tmp = "%s.%d.tmp" % (cache, os.getpid())
+        with open(tmp, "wb") as fh:
+            body = cidrs._keys.tobytes()
+            fh.write(key + b" %d %d\n" % (listed, zlib.crc32(body)))
+            fh.write(body)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only data_dir only costs time
+
+
+def _cache_path(path):
+    return path[:-len(".zone")] + ".agg" if path.endswith(".zone") else path + ".agg"
+
+
+def _cache_key(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return b"%s %d %d %s" % (AGG_MAGIC, st.st_size, st.st_mtime_ns, sys.byteorder.encode())
 
 
 def no_country(path):
