@@ -252,3 +252,16 @@ def test_refresh_while_probing_never_misroutes(request, lab, tmp_path):
     assert during > 100  # the check is not vacuous
     assert wrong == []
     assert lab.vpd("status").returncode == 0
+
+
+def test_update_logs_what_each_list_brought(router, zones, tmp_path):
+    from fakesyslog import Syslog
+    syslog = Syslog(tmp_path / "log.sock")
+    try:
+        zones.put("ru", zonegen.synthetic(500, seed=3))
+        cfg = cfg_with(router, [zones.url()])
+        router.vpd("update", config=cfg, check=0, env=dict(NO_PROXY, VPD_SYSLOG=syslog.path))
+        logged = "\n".join(syslog.messages())
+    finally:
+        syslog.close()
+    assert "ru:" in logged and "apply all:" in logged  # the list line, then the apply summary

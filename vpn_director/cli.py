@@ -236,7 +236,7 @@ def cmd_update(args, cfg, out):
     from . import countries
     done, failed = countries.refresh(cfg, force=args.force)
     for r in done:
-        out.info(r.summary())
+        out.note(r.summary())  # what the daily cron run fetched belongs in the log
     for _, message in failed:
         out.err("error: %s" % message)
     uncached = countries.missing_cache(cfg, [cc for cc, _ in failed])
