@@ -4,7 +4,7 @@ import ipaddress
 import re
 
 from . import config as cfgmod
-from .desired import FIXED_RETURNS
+from .desired import FIXED_RETURNS, XRAY_ROUTE_SHOWN
 
 WARN, ERROR = "warning", "error"
 PRIVATE = [ipaddress.IPv4Network(n) for n in FIXED_RETURNS]
@@ -113,8 +113,7 @@ def lint_live(cfg, current, own):
             out.append((WARN, "ip rule %d (%s): the firmware's VPN marks are in use" % (pref, text)))
         if table == cfg.xray.route_table:
             out.append((WARN, "ip rule %d (%s) also uses table %d, the Xray table" % (pref, text, table)))
-    ours = "2 default dev lo scope 254"
-    others = [r for r in current.routes.get(cfg.xray.route_table, []) if r != ours]
+    others = [r for r in current.routes.get(cfg.xray.route_table, []) if r != XRAY_ROUTE_SHOWN]
     if others:
         out.append((WARN, "table %d holds routes that are not vpn-director's: %s"
                     % (cfg.xray.route_table, "; ".join(others[:3]))))

@@ -66,16 +66,16 @@ def parse_ipset_save(text, state):
         if line.startswith("add "):
             name, _, item = line[4:].partition(" ")
             keys = packed.get(name)
-            if keys is not None:
-                if " " in item.strip():  # an entry with flags (e.g. nomatch): this set stays text
-                    texts[name] = list(sets.Cidrs(keys))
-                    packed[name] = False
-                    keys = False
-                else:
-                    keys.append(pack(item.strip()))
+            if keys is None:
+                continue
+            item = item.strip()
+            if keys is not False:
+                if " " not in item:
+                    keys.append(pack(item))
                     continue
-            if keys is False:
-                texts[name].append(item.strip())
+                texts[name] = list(sets.Cidrs(keys))  # an entry with flags (e.g. nomatch): this set stays text
+                packed[name] = False
+            texts[name].append(item)
         elif line.startswith("create "):
             parts = line.split(None, 2)
             if len(parts) == 3:

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 
+from . import state
 from .errors import ToolError
 
 # stderr fragments that mean a kernel feature is missing, not a bad batch
@@ -97,9 +98,8 @@ class Tools:
         version = self.run("probe iptables", [restore, "--version"]).strip()
         if path:
             try:
-                from .state import ensure_dir, write_atomic
-                ensure_dir(self.cache_dir)
-                write_atomic(path, json.dumps({"key": key, "version": version}))
+                state.ensure_dir(self.cache_dir)
+                state.write_atomic(path, json.dumps({"key": key, "version": version}))
             except OSError:
                 pass  # only an optimisation
         return version

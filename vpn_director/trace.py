@@ -12,17 +12,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from . import aggregate, sets
 from .desired import FIXED_RETURNS
 
 MAIN, DEFAULT, LOCAL = 254, 253, 255
 PRIVATE = set(FIXED_RETURNS)
 RULE_WORDS = re.compile(r"(not )?(?:from (\S+))?\s*(?:iif (\S+))?\s*(?:fwmark (0x[0-9a-f]+)(?:/(0x[0-9a-f]+))?)?"
                         r"\s*(?:lookup|table) (\S+)")
-
-
-def _to_int(addr):
-    a, b, c, d = (int(x) for x in addr.split("."))
-    return (a << 24) | (b << 16) | (c << 8) | d
 
 
 class SetIndex:
@@ -71,9 +67,7 @@ class SetIndex:
             return False
         members = self.members
         for plen in range(32, 0, -1):
-            start = ip >> (32 - plen) << (32 - plen)
-            addr = "%d.%d.%d.%d" % (start >> 24, start >> 16 & 255, start >> 8 & 255, start & 255)
-            text = addr if plen == 32 else "%s/%d" % (addr, plen)
+            text = aggregate.text(ip >> (32 - plen) << (32 - plen), plen)
             if text in members:
                 return True
             if text + " nomatch" in members:
@@ -88,9 +82,9 @@ class SetIndex:
         entries = []
         for m in self.members:
             text, _, flag = m.partition(" ")
-            addr, _, plen = text.partition("/")
-            plen = int(plen or 32)
-            start = _to_int(addr) & ((0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF)
+            key = sets.pack_kernel(text)
+            plen = key & 63
+            start = (key >> 6) & ((0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF)
             entries.append((start, plen, flag == "nomatch"))
         if any(nm for _, _, nm in entries):
             self.by_len = {}
