@@ -91,7 +91,6 @@ DRIFTS = {
     "route": ("ip route flush table 100", "table 100"),
     "set member": ("ipset del XRAY_CLIENTS 192.168.50.10", "XRAY_CLIENTS"),
     "extra set member": ("ipset add ru 1.2.3.0/24", "ru"),
-    "stray ip rule": ("ip rule add pref 16390 fwmark 0x70000/0xff0000 lookup 111", "16390"),
 }
 
 
@@ -108,6 +107,26 @@ def test_drift_is_reported_and_restored(router, kind):
     router.vpd("apply", config=cfg, check=0)
     assert router.snapshot() == good
     router.vpd("status", config=cfg, check=0)
+
+
+@pytest.mark.parametrize("rule", ["pref 16000 fwmark 0x10000/0xff0000 lookup 112",
+                                  "pref 200 from 192.168.50.0/24 fwmark 0x100/0x100 lookup 150",
+                                  "pref 16390 fwmark 0x70000/0xff0000 lookup 111"])
+def test_foreign_rules_are_reported_never_removed(router, rule):
+    """Only exact selectors we created are ours: a rule somebody else put at our priorities or
+    with our mask stays through apply and stop; status flags it when it sees our marks first."""
+    cfg = router.config(FULL)
+    router.ns.sh("ip rule add " + rule)
+    router.vpd("apply", config=cfg, check=0)
+    shown = [l for l in rules_n(router) if l.startswith(rule.split()[1] + ":")]
+    assert len(shown) == 2 if rule.startswith("pref 200") else len(shown) == 1, shown
+    # the first two see our marks first (16000 < 16384; the same 200 but added before ours)
+    catches = "0x70000" not in rule
+    st = router.vpd("status", config=cfg, check=3 if catches else 0)
+    if catches:
+        assert "MISMATCH ip rule  %s" % rule.split()[1] in st.stdout and "ahead of our rule" in st.stdout
+    router.vpd("stop", config=cfg, check=0)
+    assert any(l.startswith(rule.split()[1] + ":") for l in rules_n(router))
 
 
 def test_status_json(router):

@@ -97,11 +97,13 @@ def test_missing_tool_is_named(router, tmp_path):
     assert router.snapshot() == before
 
 
-def test_set_of_another_type_is_refused_before_any_change(router):
-    router.ns.sh("ipset create ru hash:ip")
+@pytest.mark.parametrize("create", ["ipset create ru hash:ip", "ipset create ru hash:net family inet6"])
+def test_set_of_another_type_is_refused_before_any_change(router, create):
+    router.ns.sh(create)
     before = router.snapshot()
     err = router.vpd("apply", config=router.config(FULL), check=1).stderr
-    assert "set ru exists with type hash:ip" in err
+    assert "set ru exists as %s, not hash:net family inet" % (
+        "hash:ip family inet" if "hash:ip" in create else "hash:net family inet6") in err
     assert router.snapshot() == before
 
 

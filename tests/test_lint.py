@@ -95,7 +95,8 @@ def live_findings(tmp_path, rules, routes=None):
     cfg = config.validate({"data_dir": str(tmp_path), "advanced": {"rt_tables": str(rt)},
                            "xray": {"clients": ["192.168.50.10"], "servers": ["203.0.113.1"], "exclude_sets": []},
                            "tunnel_director": {"tunnels": {"wgc1": {"clients": ["192.168.50.20"]}}}})
-    return lint.lint_live(cfg, FakeLive(rules, routes), desired.ownership(cfg))
+    full = desired.build(cfg, resolver=lambda name: [])
+    return lint.lint_live(cfg, FakeLive(rules, routes), full, {})
 
 
 # Parsed `ip -N rule show` lines as the live reader returns them; the kernel tier reads real ones.
@@ -127,3 +128,18 @@ def test_live_our_own_rules_are_not_findings(tmp_path):
                                    (16384, "from all fwmark 0x10000/0xff0000 lookup 111")],
                         {100: ["2 default dev lo scope 254"]})
     assert out == []
+
+
+def test_live_foreign_rules_in_our_range_are_collisions_not_ours(tmp_path):
+    """Rules at our priorities that mention our masks but are not exactly ours are reported."""
+    out = live_findings(tmp_path, [(200, "from 10.0.0.0/8 fwmark 0x100/0x100 lookup 150"),
+                                   (16500, "iif wgc1 fwmark 0x770000/0xff0000 lookup 160")])
+    msgs = [m for _, m in out]
+    assert any("ip rule 200 (from 10.0.0.0/8" in m and "mark bits vpn-director uses" in m for m in msgs)
+    assert any("ip rule 16500 (iif wgc1" in m and "mark bits vpn-director uses" in m for m in msgs)
+
+
+def test_live_other_backend_is_an_error():
+    (level, msg), = lint.other_backend(["TUN_DIR"], "legacy")
+    assert level == lint.ERROR and "TUN_DIR are live in the nft iptables backend" in msg
+    assert lint.other_backend([], "nft") == []

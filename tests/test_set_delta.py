@@ -1,5 +1,7 @@
 """Delta or full swap for a changed country set: the rule and the order of the batch (no kernel needed)."""
 
+import pytest
+from vpn_director.errors import DataError
 from vpn_director import reconcile
 from vpn_director.live import LiveSet, LiveState
 from vpn_director.model import SHARED, DesiredState, Ownership, SetSpec
@@ -54,5 +56,10 @@ def test_a_delta_that_would_overflow_maxelem_is_a_swap():
 
 def test_sets_with_extensions_or_not_ours_are_swapped():
     assert "(swapped)" in step(NEW, header=HEADER + " counters").changes[0]
-    assert "(swapped)" in step(NEW, header=HEADER.replace("inet", "inet6")).changes[0]
     assert "(swapped)" in step(NEW, country=False, name="XRAY_SERVERS").changes[0]
+
+
+def test_set_of_another_family_is_refused_before_any_line():
+    # a swap with an inet6 set fails half-way through the batch: refused while planning instead
+    with pytest.raises(DataError, match="exists as hash:net family inet6"):
+        step(NEW, header=HEADER.replace("inet", "inet6"))

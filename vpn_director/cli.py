@@ -12,6 +12,12 @@ from .tools import Tools
 
 SCOPES = ("all", "tunnel", "xray")
 UNATTENDED = ("apply", "stop", "restart", "update", "install", "uninstall")  # logged to syslog
+NEEDS_ROOT = ("apply", "stop", "restart", "update", "status")  # they read or change the kernel's tables
+
+
+def _need_root(command):
+    if os.geteuid() != 0:
+        raise VpdError("%s needs root: it reads and changes the kernel's firewall and routing tables" % command)
 
 
 def build_parser():
@@ -46,6 +52,7 @@ def build_parser():
                         "different, only for what an explicit apply started, spaced by advanced.watchdog")
     s = sub.add_parser("stop", help="remove everything vpn-director owns (jumps first)")
     s.add_argument("scope", nargs="?", choices=SCOPES, default="all")
+    s.add_argument("--dry-run", action="store_true", help="print the changes and batches, touch nothing")
     r = sub.add_parser("restart", help="stop, then apply")
     r.add_argument("scope", nargs="?", choices=SCOPES, default="all")
     st = sub.add_parser("status", help="compare the live kernel state with the config (exit 3 on difference)")
@@ -107,6 +114,8 @@ def main(argv=None):
                 out.warn(problem)
         for w in cfg.warnings:
             out.warn(w)
+        if args.command in NEEDS_ROOT or getattr(args, "live", False):
+            _need_root(args.command)
         return COMMANDS[args.command](args, cfg, out)
     except ConfigError as e:
         for line in e.lines():
@@ -176,16 +185,9 @@ def cmd_apply(args, cfg, out):
     tools = _tools(cfg)
     if getattr(args, "if_changed", False) and not args.dry_run:
         return _watch(args, cfg, tools, out)
-    p = engine.apply(cfg, tools, args.scope, dry_run=args.dry_run, log=out.note)
+    p = engine.apply(cfg, tools, args.scope, dry_run=args.dry_run, log=out.note, warn=out.warn, say=out.note)
     if args.dry_run:
-        if not p.steps:
-            out.info("no changes: the live state already matches the config")
-        for step in p.steps:
-            out.info("== %s (%s)" % (step.name, step.tool))
-            for c in step.changes:
-                out.info("  # %s" % c)
-            out.info(step.batch.rstrip("\n"))
-        return EXIT_OK
+        return _print_plan(out, p)
     _summary(out, "apply %s" % args.scope, p)
     warning = engine.bridge_warning() if cfg.xray.clients else None
     if warning:
@@ -193,8 +195,20 @@ def cmd_apply(args, cfg, out):
     return EXIT_OK
 
 
+def _print_plan(out, p):
+    """--dry-run: each step, its changes, and the exact batch it would feed to the tool."""
+    if not p.steps:
+        out.info("no changes: the live state already matches the config")
+    for step in p.steps:
+        out.info("== %s (%s)" % (step.name, step.tool))
+        for c in step.changes:
+            out.info("  # %s" % c)
+        out.info(step.batch.rstrip("\n"))
+    return EXIT_OK
+
+
 def _watch(args, cfg, tools, out):
-    p, why = engine.watch(cfg, tools, args.scope, log=out.note)
+    p, why = engine.watch(cfg, tools, args.scope, log=out.note, warn=out.warn)
     if p is None or not p.steps:
         # the usual outcome every minute: kept out of syslog unless -v
         msg = why or "live state matches the config (checked in %.2fs)" % p.elapsed
@@ -219,7 +233,10 @@ def _summary(out, what, p):
 
 
 def cmd_stop(args, cfg, out):
-    p = engine.stop(cfg, _tools(cfg), args.scope)
+    p = engine.stop(cfg, _tools(cfg), args.scope, dry_run=getattr(args, "dry_run", False), warn=out.warn,
+                    say=out.note)
+    if getattr(args, "dry_run", False):
+        return _print_plan(out, p)
     _summary(out, "stop %s" % args.scope, p)
     return EXIT_OK
 
@@ -250,8 +267,9 @@ def cmd_update(args, cfg, out):
 
 def cmd_status(args, cfg, out):
     tools = _tools(cfg)
-    full = desired.build(cfg)
-    rep = status.report(full, status.read(tools, cfg), args.scope, state.load_record(cfg.state_dir),
+    record = state.load_record(cfg.state_dir)
+    full, _ = engine.build(cfg, record, warn=out.warn)
+    rep = status.report(full, engine.read(tools, cfg, record, counters=True), args.scope, record,
                         data_dir=cfg.data_dir)
     warning = engine.bridge_warning() if cfg.xray.clients else None
     if warning:
@@ -265,8 +283,17 @@ def cmd_status(args, cfg, out):
     return EXIT_OK if rep["ok"] else EXIT_DRIFT
 
 
+def _recorded(cfg):
+    """The record for commands that only read it (render, check, trace): none if unreadable."""
+    try:
+        return state.load_record(cfg.state_dir)
+    except VpdError:
+        return {}
+
+
 def cmd_render(args, cfg, out):
-    batches = engine.render_batches(desired.build(cfg))
+    full, _ = engine.build(cfg, _recorded(cfg), warn=out.warn)
+    batches = engine.render_batches(full)
     if args.out:
         for path in engine.write_out(args.out, batches):
             out.info("wrote %s" % path)
@@ -279,11 +306,15 @@ def cmd_render(args, cfg, out):
 
 
 def cmd_check(args, cfg, out):
-    full = desired.build(cfg)
+    record = _recorded(cfg)
+    full, _ = engine.build(cfg, record, dns=False)  # check never needs DNS: no server address is linted
     xc, tuns = config.effective(cfg)
     findings = lint.lint(cfg)
     if args.live:
-        findings += lint.lint_live(cfg, live.read(_tools(cfg), cfg.xray.route_table), full.ownership)
+        tools = _tools(cfg)
+        findings += lint.lint_live(cfg, engine.read(tools, cfg, record), full, record)
+        findings += lint.other_backend(engine.other_backend_chains(
+            tools, set(record.get("chains", {})) | {cfg.xray.chain, cfg.td_chain}), tools.probe()[0])
     for level, msg in findings:
         if level == lint.ERROR:
             out.err("error: %s" % msg)
@@ -333,7 +364,7 @@ def cmd_trace(args, cfg, out):
         except ValueError:
             out.err("error: %s %r is not an IPv4 address" % (what.upper(), getattr(args, what)))
             return EXIT_USAGE
-    full = desired.build(cfg)
+    full, _ = engine.build(cfg, _recorded(cfg), warn=out.warn)
     want = trace.trace(trace.from_desired(full, cfg), args.src, args.dst, args.proto, args.dport,
                        cfg.lan_interface)
     result, source = want.as_dict(), "desired state"

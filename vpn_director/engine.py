@@ -3,7 +3,8 @@
 import os
 import time
 
-from . import boot, desired, live, reconcile, sets, state, watchdog
+from . import boot, desired, live, owned, reconcile, servers, sets, state, steps, watchdog
+from .errors import ToolError
 from .live import LiveState
 
 
@@ -16,48 +17,114 @@ def render_batches(full):
     return out
 
 
-def apply(cfg, tools, scope="all", dry_run=False, log=lambda msg: None, full=None):
+def build(cfg, record, scope="all", warn=lambda msg: None, dns=True):
+    """The desired state; server names are resolved only when the Xray part is in scope."""
+    resolver = servers.Resolver(record, warn, dns=dns and scope != "tunnel")
+    return desired.build(cfg, resolver=resolver), resolver
+
+
+def apply(cfg, tools, scope="all", dry_run=False, log=lambda msg: None, warn=None, say=None):
     """Make the kernel match the config for `scope`; return the executed (or dry-run) plan."""
+    warn = warn or log
     if dry_run:
-        full = full or desired.build(cfg)
-        current = live.read(tools, cfg.xray.route_table)
+        record = state.load_record(cfg.state_dir)
+        full, _ = build(cfg, record, scope, warn)
+        current = read(tools, cfg, record)
         reconcile.check_external(full.scoped(scope), current)
-        return reconcile.plan(full, current, scope, state.load_record(cfg.state_dir))
+        return _plan(full, current, scope, record, warn)
     boot.prepare(cfg, log)
-    with state.locked(cfg.state_dir, cfg.lock_timeout):
-        watchdog.mark(cfg.state_dir, scope, started=True)  # even if this run fails, the watchdog retries
-        # built after the boot wait: server names resolve once the WAN is up
-        return _run(cfg, tools, full or desired.build(cfg), scope, stop=False)
+    with state.locked(cfg.state_dir, cfg.lock_timeout, say=say):
+        return apply_locked(cfg, tools, scope, warn)
 
 
-def watch(cfg, tools, scope="all", log=lambda msg: None):
+def apply_locked(cfg, tools, scope="all", warn=lambda msg: None):
+    """apply, for a caller that already holds the run lock."""
+    watchdog.mark(cfg.state_dir, scope, started=True)  # even if this run fails, the watchdog retries
+    # built after the boot wait: server names resolve once the WAN is up
+    return _run(cfg, tools, scope, stop=False, warn=warn)
+
+
+def watch(cfg, tools, scope="all", log=lambda msg: None, warn=None):
     """apply --if-changed: (plan, None) after a check, or (None, why nothing was checked)."""
     def check(s):
-        return _run(cfg, tools, desired.build(cfg), s, stop=False, only_if_changed=True)
+        return _run(cfg, tools, s, stop=False, only_if_changed=True, warn=warn or log)
     return watchdog.run(cfg, check, log, scope, prepare=lambda: boot.prepare(cfg, log))
 
 
-def stop(cfg, tools, scope="all"):
-    full = desired.build(cfg, resolver=lambda name: [], country_loader=sets.no_country)
-    with state.locked(cfg.state_dir, cfg.lock_timeout):
+def stop(cfg, tools, scope="all", dry_run=False, warn=lambda msg: None, say=None):
+    if dry_run:
+        record = state.load_record(cfg.state_dir)
+        return _plan(_stop_state(cfg), read(tools, cfg, record), scope, record, warn, stop=True)
+    with state.locked(cfg.state_dir, cfg.lock_timeout, say=say):
         watchdog.mark(cfg.state_dir, scope, started=False)
-        return _run(cfg, tools, full, scope, stop=True)
+        return _run(cfg, tools, scope, stop=True, warn=warn)
 
 
-def _run(cfg, tools, full, scope, stop, only_if_changed=False):
+def _stop_state(cfg):
+    return desired.build(cfg, resolver=lambda name: [], country_loader=sets.no_country)
+
+
+def read(tools, cfg, record, counters=False):
+    """The live state, with the route tables an earlier config used."""
+    own = desired.ownership(cfg)
+    return live.read(tools, cfg.xray.route_table, counters=counters, extra_tables=owned.route_tables(record, own))
+
+
+def _plan(full, current, scope, record, warn, stop=False):
+    p = reconcile.plan(full, current, scope, record, stop=stop)
+    for w in p.warnings:
+        warn(w)
+    return p
+
+
+def _run(cfg, tools, scope, stop, warn, only_if_changed=False):
     started = time.monotonic()
-    current = live.read(tools, cfg.xray.route_table)
     record = state.load_record(cfg.state_dir)
+    _check_backend(tools, record, desired.ownership(cfg))
+    if stop:
+        full, resolver = _stop_state(cfg), None
+    else:
+        full, resolver = build(cfg, record, scope, warn)
+    current = read(tools, cfg, record)
     if not stop:
         reconcile.check_external(full.scoped(scope), current)
-    p = reconcile.plan(full, current, scope, record, stop=stop)
+    p = _plan(full, current, scope, record, warn, stop=stop)
     if only_if_changed and not p.steps:
         p.elapsed = time.monotonic() - started
         return p
-    reconcile.execute(p, tools)
-    state.save_record(cfg.state_dir, p.record, "" if stop else _fingerprint(full))
+    extra = {"backend": tools.probe()[0]}
+    extra["resolved"] = resolver.known(cfg.xray.servers) if resolver else record.get("resolved", {})
+    if p.steps:  # written first: a run killed half-way leaves a record of all it may have created
+        state.save_record(cfg.state_dir, dict(p.intent, **extra), record.get("hash", ""))
+    with steps.Signals() as signals:
+        steps.execute(p, tools, signals)
+        state.save_record(cfg.state_dir, dict(p.record, **extra), "" if stop else _fingerprint(full))
     p.elapsed = time.monotonic() - started
     return p
+
+
+def _check_backend(tools, record, own):
+    """Our chains live in one iptables backend: a run with the other would build a second copy
+    (or half-remove). Looked at only when the record does not name this backend."""
+    backend = tools.probe()[0]
+    if record.get("backend") == backend:
+        return
+    ours = other_backend_chains(tools, set(record.get("chains", {})) | {own.xray_chain, own.td_chain})
+    if ours:
+        raise ToolError("preflight", "vpn-director's chain(s) %s are live in the other iptables backend (%s); "
+                        "run `VPD_IPTABLES=%s vpn-director stop` first, or set advanced.iptables to it"
+                        % (", ".join(ours), "legacy" if backend == "nft" else "nft",
+                           "legacy" if backend == "nft" else "nft"))
+
+
+def other_backend_chains(tools, names):
+    """Which of these chain names exist in the mangle table of the iptables backend not in use."""
+    text = tools.other_backend_save()
+    if text is None:
+        return []
+    other = LiveState()
+    live.parse_iptables_save(text, other)
+    return sorted(n for n in names if n in other.chains)
 
 
 def _fingerprint(full):

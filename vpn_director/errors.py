@@ -47,3 +47,7 @@ class LockError(VpdError):
 
 class InstallError(VpdError):
     """Installing or uninstalling on the router failed; names the file."""
+
+
+class StateError(VpdError):
+    """state_dir is unsafe, unwritable, or holds a record that cannot be trusted; names the path."""

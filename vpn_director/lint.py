@@ -4,6 +4,7 @@ import ipaddress
 import re
 
 from . import config as cfgmod
+from . import owned
 from .desired import FIXED_RETURNS, XRAY_ROUTE_SHOWN
 
 WARN, ERROR = "warning", "error"
@@ -88,12 +89,13 @@ def _shadowed(tunnels, out):
             earlier.append((tun, net, tun.exclude))
 
 
-def lint_live(cfg, current, own):
+def lint_live(cfg, current, full, record):
     """Collisions with firmware and other add-ons that only the live kernel state shows."""
     out = []
     td_marks = {cfg.td_mark(t.slot): t.name for t in cfg.tunnels}
+    ours = owned.rules(full, current, record)
     for pref, text in current.rules:
-        if own.rule_component(pref, text):
+        if (pref, text) in ours:
             continue
         if MERLIN_PREFS[0] <= pref <= MERLIN_PREFS[1]:
             out.append((WARN, "ip rule %d (%s) belongs to the firmware's VPN Director and is evaluated "
@@ -118,3 +120,13 @@ def lint_live(cfg, current, own):
         out.append((WARN, "table %d holds routes that are not vpn-director's: %s"
                     % (cfg.xray.route_table, "; ".join(others[:3]))))
     return out
+
+
+def other_backend(chains, backend):
+    """Our chains found in the iptables backend not in use: apply and stop refuse to run."""
+    if not chains:
+        return []
+    other = "legacy" if backend == "nft" else "nft"
+    return [(ERROR, "chain(s) %s are live in the %s iptables backend while this run uses %s: apply and stop "
+                    "refuse until `VPD_IPTABLES=%s vpn-director stop` removes them" % (", ".join(chains), other,
+                                                                                       backend, other))]

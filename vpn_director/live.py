@@ -101,10 +101,12 @@ def parse_ip_read(text, state, table):
     state.routes[table] = routes
 
 
-def read(tools, route_table, counters=False):
-    """The live state as three read-only processes."""
+def read(tools, route_table, counters=False, extra_tables=()):
+    """The live state as three read-only processes (one more per table an earlier config used)."""
     state = LiveState()
     parse_iptables_save(tools.iptables_save(counters=counters), state)
     parse_ipset_save(tools.ipset_save(), state)
     parse_ip_read(tools.ip_read(route_table), state, route_table)
+    for table in extra_tables:
+        state.routes[table] = [l.strip() for l in tools.route_read(table).splitlines() if l.strip()]
     return state

@@ -2,21 +2,26 @@
 
 Order on apply (make-before-break): sets -> ip rules/routes -> chains + jumps (one commit)
 -> removal of stale rules/routes -> removal of stale sets. Stop is the same plan with an empty
-desired state, so jumps come out first. Every step up to the chain commit carries an undo
-batch; if a step fails, the finished ones are undone and the previous routing stays.
+desired state, so jumps come out first. Every step can be undone (steps.py runs them): if one
+fails or the run is interrupted, the finished ones and the finished part of the failing one are
+undone and the previous routing stays.
+
+Ownership is by exact selector (owned.py): a live object is removed only if the record says we
+created it, and only if it still looks like something we create.
 """
 
 import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from . import render
-from .desired import XRAY_ROUTE_SHOWN
-from .errors import DataError, ToolError
+from . import owned, render
+from .errors import DataError
 from .model import SHARED, TUNNEL, XRAY, DesiredState, components, set_refs
 
 # The firmware's own per-interface mark rules (Merlin: -i tun11 -j MARK --set-xmark 0x1/0x1).
 FIRMWARE_MARK_RE = re.compile(r"^-i (wgc|wgs|tun|ovpnc|ovpns)\S* .*-j MARK ")
+# The only targets our chains use: a recorded chain with any other rule is not ours to delete.
+OUR_TARGET_RE = re.compile(r" -j (RETURN|MARK --set-xmark \S+|TPROXY --on-port \d+ --on-ip \S+ --tproxy-mark \S+)$")
 SETXMARK_RE = re.compile(r"--set-xmark (0x[0-9a-f]+)/")
 FWMARK_RE = re.compile(r"fwmark (0x[0-9a-f]+)/(0x[0-9a-f]+) lookup (\S+)")
 
@@ -26,15 +31,17 @@ class Step:
     name: str
     tool: str  # "ipset", "ip" or "iptables"
     batch: str
-    undo: Optional[str] = None
+    undo: Optional[str] = None  # the batch that reverses the whole step
     changes: List[str] = field(default_factory=list)
-    reversible: bool = True  # steps after the routing switch are cleanup: not rolled back
+    before: Optional[dict] = None  # set steps: {set name: LiveSet or None} to restore a partial run
 
 
 @dataclass
 class Plan:
     steps: List[Step]
-    record: Dict[str, Dict[str, str]]  # what we own after the plan: {"sets": {..}, "chains": {..}}
+    record: dict  # what we own after the plan: sets, chains, rules, routes
+    intent: dict = field(default_factory=dict)  # the record plus all this plan may create (saved first)
+    warnings: List[str] = field(default_factory=list)
 
     @property
     def changes(self):
@@ -55,11 +62,19 @@ def plan(full, live, scope, record, stop=False):
     comps = set(components(scope))
     d = DesiredState(ownership=own) if stop else full.scoped(scope)
     keep_sets = set() if stop else {s.name for s in full.sets}
+    warnings = []
 
-    # Owned chain names in scope: the config's and the ones an earlier config left behind.
+    # Owned chain names in scope: the config's and the ones an earlier config left behind
+    # (those only while they still hold nothing but rules of the kinds we write).
     names = {XRAY: own.xray_chain, TUNNEL: own.td_chain}
     owned_chains = {names[c]: c for c in comps}
-    owned_chains.update({n: c for n, c in record.get("chains", {}).items() if c in comps})
+    for n, c in record.get("chains", {}).items():
+        if c in comps and n not in owned_chains:
+            if n in live.chains and not looks_like_ours(live.chains[n]):
+                warnings.append("chain %s is in the record but holds rules vpn-director does not write; "
+                                "left alone" % n)
+                continue
+            owned_chains[n] = c
     desired_chains = {c.name: c for c in d.chains}
     stale_chains = sorted(n for n in owned_chains if n not in desired_chains and n in live.chains)
     rebuild = [c for c in d.chains if live.chains.get(c.name) != list(c.rules)]
@@ -69,9 +84,10 @@ def plan(full, live, scope, record, stop=False):
     if sets_step:
         steps.append(sets_step)
 
-    rules_add, rules_del, conflicts = _rules_diff(d, live, comps, own)
+    ours = owned.rules(full, live, record)
+    rules_add, rules_del, conflicts = _rules_diff(d, live, comps, own, ours)
     tmp_rules, tmp_marks = _staging(full, d, live, conflicts, own)
-    routes_add, routes_del = routes_diff(d, live, comps, own)
+    routes_add, routes_del = routes_diff(d, live, comps, owned.routes(full, live, record))
     adds = [render.rule_line("add", r.pref, r.text) for r in rules_add if r.mark not in conflicts]
     adds += [render.rule_line("add", r.pref, r.text) for r in tmp_rules]
     adds += [render.route_line("replace", r.add, r.table) for r in routes_add]
@@ -101,16 +117,36 @@ def plan(full, live, scope, record, stop=False):
     cleanup += [render.rule_line("del", r.pref, r.text) for r in tmp_rules]
     cleanup += [render.route_line("del", spec, table) for table, spec in routes_del]
     if cleanup:
-        step = _ip_step("remove stale ip rules and routes", cleanup)
-        step.reversible = False
-        steps.append(step)
+        steps.append(_ip_step("remove stale ip rules and routes", cleanup))
 
-    stale_sets = _stale_sets(d, live, comps, record, owned_chains, keep_sets)
+    stale_sets = _stale_sets(d, live, comps, record, owned_chains, keep_sets, warnings)
     destroy = ["destroy %s" % n for n in tmp_sets + stale_sets]
     if destroy:
         steps.append(Step("remove stale sets", "ipset", "\n".join(destroy) + "\n", None,
-                          ["set %s: removed" % n for n in stale_sets], reversible=False))
-    return Plan(steps, _next_record(d, live, comps, record, stale_sets))
+                          ["set %s: removed" % n for n in stale_sets],
+                          before=dict({n: live.sets[n] for n in stale_sets}, **{t: None for t in tmp_sets})))
+    new = _next_record(d, live, comps, record, stale_sets, ours, owned.routes(full, live, record))
+    intent = _union(record, new, tmp_rules)
+    return Plan(steps, new, intent, warnings)
+
+
+def looks_like_ours(rules):
+    """A chain whose every rule ends in one of the targets vpn-director writes."""
+    return all(OUR_TARGET_RE.search(" " + r) for r in rules)
+
+
+def _union(record, new, tmp_rules):
+    """The record to save before executing: everything owned now or possibly created by the plan,
+    so a run killed half-way leaves nothing a later run cannot recognise as its own."""
+    out = {"sets": dict(record.get("sets", {})), "chains": dict(record.get("chains", {}))}
+    out["sets"].update(new["sets"])
+    out["chains"].update(new["chains"])
+    rules = [list(r) for r in record.get("rules", [])]
+    rules += [r for r in new["rules"] + [[r.pref, r.text, r.component] for r in tmp_rules] if r not in rules]
+    routes = [list(r) for r in record.get("routes", [])]
+    routes += [r for r in new["routes"] if r not in routes]
+    out.update(rules=rules, routes=routes)
+    return out
 
 
 def _remap_steps(rebuild, rules_add, rules_del, conflicts, tmp_marks):
@@ -127,7 +163,7 @@ def _remap_steps(rebuild, rules_add, rules_del, conflicts, tmp_marks):
                  ["marks remapped: %s" % ", ".join("%#x" % m for m in sorted(conflicts))])]
 
 
-def _stale_sets(d, live, comps, record, owned_chains, keep):
+def _stale_sets(d, live, comps, record, owned_chains, keep, warnings):
     """Sets of ours that nothing will reference once the plan has run."""
     final_refs = {n for c in d.chains for r in c.rules for n in set_refs(r)}
     for name, rules in live.chains.items():
@@ -138,10 +174,24 @@ def _stale_sets(d, live, comps, record, owned_chains, keep):
         candidates.update(d.ownership.xray_sets)
     for n in owned_chains:  # country sets our own live chains use are ours even without a record
         candidates.update(s for r in live.chains.get(n, []) for s in set_refs(r) if len(s) == 2 and s.islower())
-    return sorted((candidates & set(live.sets)) - keep - final_refs - {s.name for s in d.sets})
+    stale = sorted((candidates & set(live.sets)) - keep - final_refs - {s.name for s in d.sets})
+    foreign = [n for n in stale if not _our_set_type(live.sets[n])]
+    for n in foreign:
+        warnings.append("set %s is in the record but is a %s %s set, not one vpn-director creates; left alone"
+                        % (n, live.sets[n].type, _family(live.sets[n].header)))
+    return [n for n in stale if n not in foreign]
 
 
-def _next_record(d, live, comps, record, stale_sets):
+def _family(header):
+    words = header.split()
+    return words[words.index("family") + 1] if "family" in words[:-1] else "?"
+
+
+def _our_set_type(live_set):
+    return live_set.type == "hash:net" and _family(live_set.header) == "inet"
+
+
+def _next_record(d, live, comps, record, stale_sets, ours, our_routes):
     """What we own once the plan has run: this scope's objects, plus the other scopes' as they were."""
     new = {"sets": {}, "chains": {}}
     for kind, live_names in (("sets", live.sets), ("chains", live.chains)):
@@ -153,6 +203,13 @@ def _next_record(d, live, comps, record, stale_sets):
         if n in live.sets and n not in stale_sets and n not in new["sets"]:
             new["sets"][n] = c
     new["chains"].update({c.name: c.component for c in d.chains})
+    # ip rules and routes: this scope's desired ones, the other scopes' live ones we own
+    new["rules"] = [[p, t, c] for (p, t), c in sorted(ours.items()) if c not in comps]
+    new["rules"] += [[r.pref, r.text, r.component] for r in d.rules if [r.pref, r.text, r.component]
+                     not in new["rules"]]
+    new["routes"] = [list(r) for r in our_routes if r[3] not in comps]
+    new["routes"] += [[r.table, r.add, r.shown, r.component] for r in d.routes
+                      if [r.table, r.add, r.shown, r.component] not in new["routes"]]
     return new
 
 
@@ -181,14 +238,17 @@ def _extensions(header):
 
 def _sets_step(d, live):
     lines, undo, changes, tmp = [], [], [], []
+    for spec in d.sets:  # checked before anything is written: a failed swap would leave half a step
+        cur = live.sets.get(spec.name)
+        if cur is not None and not _our_set_type(cur):
+            raise DataError("set %s exists as %s family %s, not hash:net family inet; destroy or rename it"
+                            % (spec.name, cur.type, _family(cur.header)))
     for spec in d.sets:
         cur = live.sets.get(spec.name)
         if cur is None:
             lines.append(render.set_text(spec.name, spec.members))
             undo.append(["destroy %s" % spec.name])
             changes.append("set %s: created (%d entries)" % (spec.name, len(spec.members)))
-        elif cur.type != "hash:net":
-            raise DataError("set %s exists with type %s, not hash:net; destroy or rename it" % (spec.name, cur.type))
         elif cur.members != spec.members:
             adds, dels = spec.members - cur.members, cur.members - spec.members
             if use_delta(spec, cur, adds, dels):
@@ -204,12 +264,16 @@ def _sets_step(d, live):
                 undo.append(["swap %s %s" % (t, spec.name)])  # the temp set now holds the old members
                 how = "swapped"
             changes.append("set %s: +%d -%d entries (%s)" % (spec.name, len(adds), len(dels), how))
-    leftovers = [n for n in live.sets if n.startswith(render.TMP_PREFIX) and n not in tmp]
+    # Temporary sets are never referenced; any left by a killed run go first, whatever their name.
+    leftovers = sorted(n for n in live.sets if n.startswith(render.TMP_PREFIX))
     lines = ["destroy %s" % n for n in leftovers] + lines
     if not lines:
         return None, tmp
     undo = [line for block in reversed(undo) for line in block] + ["destroy %s" % t for t in tmp]
-    return Step("load sets", "ipset", "\n".join(lines) + "\n", "\n".join(undo) + "\n", changes), tmp
+    before = {spec.name: live.sets.get(spec.name) for spec in d.sets}
+    before.update({t: None for t in tmp})
+    return Step("load sets", "ipset", "\n".join(lines) + "\n", "\n".join(undo) + "\n", changes,
+                before), tmp
 
 
 def _delta(name, adds, dels):
@@ -217,8 +281,8 @@ def _delta(name, adds, dels):
             + ["del %s %s" % (name, m) for m in render.sort_members(dels)])
 
 
-def _rules_diff(d, live, comps, own):
-    live_owned = [(p, t) for p, t in live.rules if own.rule_component(p, t) in comps]
+def _rules_diff(d, live, comps, own, ours):
+    live_owned = [(p, t) for p, t in live.rules if ours.get((p, t)) in comps]
     remaining = list(live_owned)
     adds = []
     for r in d.rules:
@@ -231,7 +295,7 @@ def _rules_diff(d, live, comps, own):
     live_table = {}
     for p, t in live_owned:
         m = FWMARK_RE.search(t)
-        if m and own.rule_component(p, t) == TUNNEL:
+        if m and ours.get((p, t)) == TUNNEL:
             live_table.setdefault(int(m.group(1), 16), set()).add(m.group(3))
     produced = {int(m, 16) for r in live.chains.get(own.td_chain, []) for m in SETXMARK_RE.findall(r)}
     conflicts = {r.mark for r in d.rules if r.component == TUNNEL and r.mark in produced
@@ -277,23 +341,23 @@ def _mark_of(text):
     return int(m.group(1), 16) if m else None
 
 
-def routes_diff(d, live, comps, own):
+def routes_diff(d, live, comps, our_routes):
+    """(routes to add, [(table, spec)] of ours to delete) for the components in scope."""
     adds = [r for r in d.routes if r.shown not in live.routes.get(r.table, [])]
-    dels = []
-    if XRAY in comps and not any(r.component == XRAY for r in d.routes):
-        if XRAY_ROUTE_SHOWN in live.routes.get(own.route_table, []):
-            dels.append((own.route_table, "local default dev lo"))
+    wanted = {(r.table, r.shown) for r in d.routes}
+    dels = [(table, add) for table, add, shown, comp in our_routes
+            if comp in comps and (table, shown) not in wanted]
     return adds, dels
 
 
 def _ip_step(name, lines):
+    """An `ip -batch` step whose undo reverses every line (added ones deleted, deleted ones re-added)."""
     undo = []
     for line in reversed(lines):
         verb = line.split()[1]
-        if verb in ("add", "replace"):
-            undo.append(line.replace(" %s " % verb, " del ", 1))
-    return Step(name, "ip", "\n".join(lines) + "\n", "\n".join(undo) + "\n" if undo else None,
-                ["ip %s" % line for line in lines])
+        inverse = "del" if verb in ("add", "replace") else "add"
+        undo.append(line.replace(" %s " % verb, " %s " % inverse, 1))
+    return Step(name, "ip", "\n".join(lines) + "\n", "\n".join(undo) + "\n", ["ip %s" % line for line in lines])
 
 
 def jump_ops(d, live, owned_chains, own):
@@ -353,30 +417,3 @@ def _chain_undo(before, undo_jumps):
     if created:  # chains this step created are emptied and removed after the jumps are gone
         doc = doc.replace("COMMIT\n", "".join(":%s - [0:0]\n-X %s\n" % (n, n) for n in created) + "COMMIT\n")
     return doc
-
-
-def execute(p, tools):
-    """Run the steps; on failure undo the finished reversible ones and re-raise."""
-    done = []
-    for step in p.steps:
-        try:
-            _run(tools, step.name, step.tool, step.batch)
-        except ToolError:
-            if step.reversible:
-                for prev in reversed(done):
-                    if prev.undo and prev.reversible:
-                        try:
-                            _run(tools, "undo " + prev.name, prev.tool, prev.undo, force=True)
-                        except ToolError:
-                            pass  # report the original failure; the next apply converges
-            raise
-        done.append(step)
-
-
-def _run(tools, name, tool, batch, force=False):
-    if tool == "ipset":
-        tools.ipset_restore(name, batch)
-    elif tool == "ip":
-        tools.ip_batch(name, batch, force=force)
-    else:
-        tools.iptables_restore(name, batch)

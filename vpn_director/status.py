@@ -1,6 +1,6 @@
 """status: every owned object as OK / MISSING / MISMATCH, with per-rule packet counters."""
 
-from . import countries, live, reconcile
+from . import countries, live, owned, reconcile
 from .model import XRAY, components
 
 OK, MISSING, MISMATCH = "OK", "MISSING", "MISMATCH"
@@ -49,8 +49,8 @@ def report(full, current, scope, record, data_dir=None):
         objs.append(_obj("chain", c.name, OK if rules == list(c.rules) else MISMATCH, rules=listed))
 
     names = {XRAY: own.xray_chain, "tunnel": own.td_chain}
-    owned = {names[c]: c for c in comps}
-    ops, _ = reconcile.jump_ops(d, current, owned, own)
+    our_chains = {names[c]: c for c in comps}
+    ops, _ = reconcile.jump_ops(d, current, our_chains, own)
     pre = current.prerouting
     pre_counters = current.counters.get("PREROUTING", [])
     for j in d.jumps:
@@ -62,10 +62,11 @@ def report(full, current, scope, record, data_dir=None):
                          expected="1" if j.first else "after firmware mark rules and the Xray jump"))
     for spec in pre:
         t = reconcile.target(spec)
-        if t in owned and spec not in [j.spec for j in d.jumps]:
+        if t in our_chains and spec not in [j.spec for j in d.jumps]:
             objs.append(_obj("jump", "PREROUTING -> %s" % t, MISMATCH, rule=spec, note="not in config"))
 
-    live_rules = [(p, t) for p, t in current.rules if own.rule_component(p, t) in comps]
+    ours = owned.rules(full, current, record)
+    live_rules = [(p, t) for p, t in current.rules if ours.get((p, t)) in comps]
     for r in d.rules:
         found = (r.pref, r.text) in live_rules
         objs.append(_obj("ip rule", str(r.pref), OK if found else MISSING, rule=r.text))
@@ -73,10 +74,14 @@ def report(full, current, scope, record, data_dir=None):
     for p, t in live_rules:
         if (p, t) not in wanted:
             objs.append(_obj("ip rule", str(p), MISMATCH, rule=t, note="not in config"))
+    # Somebody else's rule that sees our marks first decides where our clients go.
+    for p, t, mark in owned.foreign_ahead(d, current, ours):
+        objs.append(_obj("ip rule", str(p), MISMATCH, rule=t,
+                         note="not vpn-director's, but routes mark %#x ahead of our rule" % mark))
     for r in d.routes:
         found = r.shown in current.routes.get(r.table, [])
         objs.append(_obj("route", "table %d" % r.table, OK if found else MISSING, route=r.add))
-    adds, dels = reconcile.routes_diff(d, current, comps, own)
+    adds, dels = reconcile.routes_diff(d, current, comps, owned.routes(full, current, record))
     for table, spec in dels:
         objs.append(_obj("route", "table %d" % table, MISMATCH, route=spec, note="not in config"))
     for n, c in record.get("chains", {}).items():

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 from . import state
-from .errors import ToolError
+from .errors import ToolError, VpdError
 
 # stderr fragments that mean a kernel feature is missing, not a bad batch
 FEATURES = [
@@ -100,7 +100,7 @@ class Tools:
             try:
                 state.ensure_dir(self.cache_dir)
                 state.write_atomic(path, json.dumps({"key": key, "version": version}))
-            except OSError:
+            except (OSError, VpdError):
                 pass  # only an optimisation
         return version
 
@@ -111,8 +111,11 @@ class Tools:
         if write:
             self.log.append((list(argv), input))
         try:
+            # A writer runs in its own session: a Ctrl-C at the terminal reaches only us, so a
+            # batch is never cut in half; the engine rolls back after the step instead.
             proc = subprocess.run([exe] + list(argv[1:]), input=input, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, universal_newlines=True, env=self.env)
+                                  stderr=subprocess.PIPE, universal_newlines=True, env=self.env,
+                                  start_new_session=write)
         except OSError as e:
             raise ToolError(step, "cannot run %s: %s" % (argv[0], e))
         if proc.returncode != 0 and not _only(proc.stderr, ok_errors):
@@ -124,15 +127,33 @@ class Tools:
         _, _, save, _ = self.probe()
         return self.run("read iptables", [save, "-t", "mangle"] + (["-c"] if counters else []))
 
+    def other_backend_save(self):
+        """`iptables-save -t mangle` of the backend we are not using, or None if it is not installed."""
+        backend, _, _, _ = self.probe()
+        other = "iptables-%s-save" % ("legacy" if backend == "nft" else "nft")
+        if not shutil.which(other, path=self.env.get("PATH")):
+            return None
+        try:
+            return self.run("read other iptables backend", [other, "-t", "mangle"])
+        except ToolError:
+            return None  # e.g. nf_tables not in this kernel: nothing of ours can be there
+
     def ipset_save(self):
         return self.run("read ipset", ["ipset", "save"])
 
     def ip_read(self, table):
         """`ip rule show` and `ip route show table N`, in one process."""
         cmds = "rule show\nroute show table %d\n" % table
+        return self._ip_reads(cmds, 2)
+
+    def route_read(self, table):
+        """`ip route show table N` alone (a table an earlier config used)."""
+        return self._ip_reads("route show table %d\n" % table, 1)
+
+    def _ip_reads(self, cmds, route_line):
         # A table with no routes does not exist yet; that is an empty table, not an error.
         return self.run("read ip", ["ip", "-N", "-force", "-batch", "-"], input=cmds,
-                        ok_errors=("FIB table does not exist", "Dump terminated", "Command failed -:2"))
+                        ok_errors=("FIB table does not exist", "Dump terminated", "Command failed -:%d" % route_line))
 
     # --- writers ---------------------------------------------------------------------------
     def iptables_restore(self, step, doc):
