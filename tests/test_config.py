@@ -349,6 +349,37 @@ def test_not_json_and_missing_file(tmp_path):
 # (RT_PLACEHOLDER is replaced), for what a dict cannot express (duplicate keys, a non-object).
 # --------------------------------------------------------------------------------------------
 
+def test_a_config_file_starting_with_a_utf8_bom_loads(tmp_path, rt_tables):
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(with_rt(VALID, rt_tables)).encode())
+    assert [t.name for t in config.load(str(path)).tunnels] == ["wgc1"]
+
+
+def test_a_config_file_over_1_mib_is_refused_without_reading_it_all(tmp_path, capsys):
+    big = write(tmp_path, '{"data_dir": "/a", "x": "%s"}' % ("y" * (1 << 20)))
+    with pytest.raises(ConfigError) as e:
+        config.load(big)
+    assert problems_of(e) == ["%s: larger than 1024 KiB: not a vpn-director config" % big]
+    assert cli.main(["-c", "/dev/zero", "check"]) == EXIT_USAGE  # endless: only 1 MiB + 1 bytes are read
+    assert "/dev/zero: larger than 1024 KiB" in capsys.readouterr().err
+
+
+def test_text_that_is_not_utf8_is_an_invalid_config(tmp_path):
+    path = tmp_path / "latin1.json"
+    path.write_bytes(b'{"data_dir": "/caf\xe9"}')
+    with pytest.raises(ConfigError) as e:
+        config.load(str(path))
+    assert problems_of(e) == ["%s: not UTF-8 text (byte 18)" % path]
+
+
+@pytest.mark.parametrize("text", ["[" * 1000 + "]" * 1000, '{"a": ' * 900 + "1" + "}" * 900,
+                                  '{"xray": {"clients": %s}}' % ("[" * 40 + "]" * 40)])
+def test_deeply_nested_json_is_an_invalid_config_not_an_internal_error(tmp_path, capsys, text):
+    path = write(tmp_path, text)
+    assert cli.main(["-c", path, "check"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "%s: nested more than 32 levels deep" % path in err and "internal error" not in err
+
 def ax(**kw):
     return {"advanced": {"xray": kw}}
 

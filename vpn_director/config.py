@@ -121,6 +121,8 @@ DEFAULT_SOURCES = [
 ]
 IPSET_TIMEOUT = 30  # seconds per source, connect to last byte
 IPSET_MAX_BYTES = 8 << 20  # the largest aggregated country list is well under 1 MiB
+MAX_CONFIG_BYTES = 1 << 20  # a real config is a few KiB
+MAX_CONFIG_DEPTH = 32  # a real config nests 5 deep; validating deeper JSON would exhaust the stack
 
 
 def parse_net(text):
@@ -290,15 +292,37 @@ def load(path=None, env=os.environ):
 def read_raw(path):
     """The parsed JSON of a config file, not yet validated."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)  # bounded: `-c /dev/zero` must not fill memory
     except OSError as e:
         raise ConfigError(["%s: cannot read config: %s" % (path, e.strerror or e)])
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(["%s: larger than %d KiB: not a vpn-director config" % (path, MAX_CONFIG_BYTES >> 10)])
+    try:
+        text = data.decode("utf-8-sig")  # editors on Windows start the file with a BOM
+    except UnicodeDecodeError as e:
+        raise ConfigError(["%s: not UTF-8 text (byte %d)" % (path, e.start)])
     try:
         raw = json.loads(text, object_pairs_hook=_pairs_hook)
+        too_deep = _depth(raw) > MAX_CONFIG_DEPTH
     except ValueError as e:
         raise ConfigError(["%s: not valid JSON: %s" % (path, e)])
+    except RecursionError:
+        too_deep = True
+    if too_deep:
+        raise ConfigError(["%s: nested more than %d levels deep" % (path, MAX_CONFIG_DEPTH)])
     return raw
+
+
+def _depth(raw):
+    """How deeply objects and lists nest, found without recursion (validation recurses)."""
+    deepest, todo = 0, [(raw, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            todo.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
 
 
 def validate(raw, path="<config>"):
