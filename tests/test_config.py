@@ -380,6 +380,22 @@ def test_deeply_nested_json_is_an_invalid_config_not_an_internal_error(tmp_path,
     err = capsys.readouterr().err
     assert "%s: nested more than 32 levels deep" % path in err and "internal error" not in err
 
+
+@pytest.mark.parametrize("key", ["xray.clients", "xray.exclude_ips", "xray.servers", "paused_clients",
+                                 "tunnel_director.tunnels.wgc1.clients"])
+@pytest.mark.parametrize("text", ["192.168.1.9/08", "192.168.01.9", "010.0.0.0/8"])
+def test_a_number_with_a_leading_zero_in_a_cidr_is_an_error_with_its_path(rt_tables, key, text):
+    raw = {}
+    *parents, leaf = key.split(".")
+    node = raw
+    for name in parents:
+        node = node.setdefault(name, {})
+    node[leaf] = ["192.168.50.0/24", text]
+    with pytest.raises(ConfigError) as e:
+        config.validate(with_rt(raw, rt_tables))
+    assert any(p.startswith("%s[1]: %r is not an IPv4 address" % (key, text)) for p in problems_of(e)), problems_of(e)
+
+
 def ax(**kw):
     return {"advanced": {"xray": kw}}
 

@@ -23,6 +23,8 @@ HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
 COUNTRY_RE = re.compile(r"^[A-Za-z]{2}$")
+# A number with a leading zero: ipaddress reads the prefix length in `192.168.1.9/08` as /8.
+LEADING_ZERO_RE = re.compile(r"(^|[./])0\d")
 BUILTIN_CHAINS = {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
 # A chain may not share a target's name: iptables refuses it (nft; legacy for the verdicts) or,
 # worse, `-j MARK`/`-j TPROXY` would jump into the chain instead of running the target.
@@ -127,7 +129,7 @@ MAX_CONFIG_DEPTH = 32  # a real config nests 5 deep; validating deeper JSON woul
 
 def parse_net(text):
     """An IPv4 address or CIDR -> network; host bits are masked off (as iptables does)."""
-    if not isinstance(text, str) or not text.strip() or text != text.strip():
+    if not isinstance(text, str) or not text.strip() or text != text.strip() or LEADING_ZERO_RE.search(text):
         raise ValueError
     net = ipaddress.IPv4Network(text, strict=False)
     return net
