@@ -396,6 +396,15 @@ def test_a_number_with_a_leading_zero_in_a_cidr_is_an_error_with_its_path(rt_tab
     assert any(p.startswith("%s[1]: %r is not an IPv4 address" % (key, text)) for p in problems_of(e)), problems_of(e)
 
 
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_an_empty_config_path_is_bad_usage_not_the_default_config(tmp_path, capsys, monkeypatch, where):
+    monkeypatch.setenv("VPD_CONFIG", write(tmp_path, json.dumps({"xray": {"exclude_sets": []}})))
+    argv = ["-c", "", "check"] if where == "before" else ["check", "-c", ""]
+    assert cli.main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "argument -c/--config: an empty path" in err and "config OK" not in err
+
+
 def ax(**kw):
     return {"advanced": {"xray": kw}}
 

@@ -14,6 +14,20 @@ SCOPES = ("all", "tunnel", "xray")
 UNATTENDED = ("apply", "stop", "restart", "update", "install", "uninstall")  # logged to syslog
 
 
+def _path(text):
+    """argparse type: a non-empty path (an empty -c would quietly fall back to the default config)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    return text
+
+
+def _port(text):
+    """argparse type: a TCP/UDP port number."""
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
+        raise argparse.ArgumentTypeError("%r is not a port (1..65535)" % text)
+    return int(text)
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="vpn-director",
@@ -23,7 +37,7 @@ def build_parser():
     common = argparse.ArgumentParser(add_help=False)
     for parser, default in ((p, None), (common, argparse.SUPPRESS)):
         # accepted before or after the command; the sub-parser copy must not reset the value
-        parser.add_argument("-c", "--config", default=default,
+        parser.add_argument("-c", "--config", default=default, type=_path,
                             help="config file (default: $VPD_CONFIG or %s)" % config.DEFAULT_PATH)
         parser.add_argument("-v", "--verbose", action="store_true", default=default or False,
                             help="list every change")
@@ -52,7 +66,8 @@ def build_parser():
     st.add_argument("scope", nargs="?", choices=SCOPES + ("ipset",), default="all")
     st.add_argument("--json", action="store_true", help="one JSON object")
     rd = sub.add_parser("render", help="print the ipset / iptables-restore / ip batches; no kernel access")
-    rd.add_argument("--out", metavar="DIR", help="write ipset.restore, iptables.mangle and ip.batch into DIR")
+    rd.add_argument("--out", metavar="DIR", type=_path,
+                    help="write ipset.restore, iptables.mangle and ip.batch into DIR")
     up = sub.add_parser("update", help="refresh the country lists from ipsets.sources, then apply")
     up.add_argument("--force", action="store_true", help="accept a list with half or fewer of the cached entries")
     ck = sub.add_parser("check", help="validate and lint the config and its data; no kernel access")
@@ -62,7 +77,7 @@ def build_parser():
     tr.add_argument("src", help="source IPv4 address (a LAN client)")
     tr.add_argument("dst", help="destination IPv4 address")
     tr.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
-    tr.add_argument("--dport", type=int, metavar="N", help="destination port (shown; no rule matches on it)")
+    tr.add_argument("--dport", type=_port, metavar="N", help="destination port (shown; no rule matches on it)")
     tr.add_argument("--live", action="store_true",
                     help="evaluate the kernel's current state instead, with its own routing verdict")
     tr.add_argument("--json", action="store_true", help="one JSON object")
