@@ -130,6 +130,24 @@ def render_out(tmp_path, capsys):
     return run
 
 
+def test_render_out_onto_an_existing_file_is_bad_usage_and_keeps_the_file(render_out, tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine\n")
+    assert render_out(str(target)) == (2, "vpn-director: error: render --out %s: exists and is not a directory\n"
+                                       % target)
+    assert target.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("where", ["under a file", "procfs"])
+def test_render_out_where_nothing_can_be_written_is_one_line_naming_the_path(render_out, tmp_path, where):
+    (tmp_path / "notes.txt").write_text("mine\n")
+    out = str(tmp_path / "notes.txt" / "batches") if where == "under a file" else "/proc/vpd-render-test"
+    code, err = render_out(out)
+    assert code == 1
+    assert err.startswith("vpn-director: error: render --out %s: cannot write there: " % out)
+    assert err.count("\n") == 1 and "internal error" not in err
+
+
 def test_render_out_empty_is_bad_usage(render_out, tmp_path):
     code, err = render_out("")
     assert code == 2 and "argument --out: an empty path" in err

@@ -7,7 +7,7 @@ import os
 import sys
 
 from . import __version__, config, desired, engine, lint, live, log, state, status, trace
-from .errors import EXIT_DRIFT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, VpdError
+from .errors import EXIT_DRIFT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, UsageError, VpdError
 from .tools import Tools
 
 SCOPES = ("all", "tunnel", "xray")
@@ -283,7 +283,13 @@ def cmd_status(args, cfg, out):
 def cmd_render(args, cfg, out):
     batches = engine.render_batches(desired.build(cfg))
     if args.out:
-        for path in engine.write_out(args.out, batches):
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise UsageError("render --out %s: exists and is not a directory" % args.out)
+        try:
+            paths = engine.write_out(args.out, batches)
+        except OSError as e:
+            raise VpdError("render --out %s: cannot write there: %s" % (args.out, e.strerror or e))
+        for path in paths:
             out.info("wrote %s" % path)
         return EXIT_OK
     for tool, title in (("ipset", "ipset restore"), ("ip", "ip -batch"),
