@@ -2,6 +2,7 @@
 
 import ipaddress
 import json
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from doc_examples import EXAMPLE_1, EXAMPLE_2, EXAMPLE_3
 from netns import ROOT
-from vpn_director import config, desired, trace
+from vpn_director import cli, config, desired, trace
 
 
 @pytest.fixture
@@ -172,6 +173,25 @@ def test_cli_rejects_a_dport_outside_1_to_65535(tmp_path, port):
     p = _cli(tmp_path, "192.168.50.10", "77.88.8.8", "--dport=" + port)
     assert p.returncode == 2 and "argument --dport: %r is not a port (1..65535)" % port in p.stderr
     assert p.stdout == ""
+
+
+def test_a_reader_that_goes_away_ends_trace_quietly(tmp_path):
+    """`vpn-director trace ... | true`: no traceback, no "internal error"."""
+    r, w = os.pipe()
+    os.close(r)  # the reader has gone before the first line is written
+    try:
+        p = _cli(tmp_path, "192.168.50.10", "77.88.8.8", stdout=w)
+    finally:
+        os.close(w)
+    assert (p.returncode, p.stderr) == (1, "")
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_still_reported(tmp_path, monkeypatch, capsys):
+    def broken(args, cfg, out):
+        raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setitem(cli.COMMANDS, "trace", broken)
+    assert cli.main(["-c", _config(tmp_path), "trace", "192.168.50.10", "8.8.8.8"]) == 1
+    assert "internal error: BrokenPipeError" in capsys.readouterr().err
 
 
 def test_cli_rejects_bad_addresses(tmp_path):

@@ -4,6 +4,7 @@ import argparse
 import ipaddress
 import json
 import os
+import select
 import sys
 
 from . import __version__, config, desired, engine, lint, live, log, state, status, trace
@@ -109,20 +110,16 @@ def main(argv=None):
         return EXIT_USAGE if e.code not in (0, None) else EXIT_OK
     out = Output(args.quiet, args.verbose)
     try:
-        if args.command == "lab":
-            return cmd_lab(args, out)
-        if args.command in UNATTENDED:
-            log.setup(args.verbose)
-        if args.command in ("install", "uninstall"):
-            return cmd_install(args, out)
-        cfg = config.load(args.config)
-        if args.command in UNATTENDED:
-            problem = log.configure(cfg.log_syslog, cfg.log_file, cfg.log_max_bytes)
-            if problem:
-                out.warn(problem)
-        for w in cfg.warnings:
-            out.warn(w)
-        return COMMANDS[args.command](args, cfg, out)
+        code = _run(args, out)
+        sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError as e:
+        if not _stdout_gone():
+            return _internal_error(out, e)
+        # `vpn-director trace ... | head`: nobody reads the rest, so nothing more to say; stdout
+        # now points at /dev/null so that the final flush at exit has nowhere to fail
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except ConfigError as e:
         for line in e.lines():
             out.err(line)
@@ -134,12 +131,43 @@ def main(argv=None):
         out.err("interrupted")
         return EXIT_FAILED
     except Exception as e:  # the CLI edge: one line, never a bare traceback
-        if os.environ.get("VPD_DEBUG"):
-            raise
-        out.err("internal error: %s: %s (set VPD_DEBUG=1 for a traceback)" % (type(e).__name__, e))
-        return EXIT_FAILED
+        return _internal_error(out, e)
     finally:
         _write_stats()
+
+
+def _internal_error(out, e):
+    if os.environ.get("VPD_DEBUG"):
+        raise e
+    out.err("internal error: %s: %s (set VPD_DEBUG=1 for a traceback)" % (type(e).__name__, e))
+    return EXIT_FAILED
+
+
+def _stdout_gone():
+    """True if stdout is a pipe whose reader has gone (poll reports an error on its write end)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _run(args, out):
+    if args.command == "lab":
+        return cmd_lab(args, out)
+    if args.command in UNATTENDED:
+        log.setup(args.verbose)
+    if args.command in ("install", "uninstall"):
+        return cmd_install(args, out)
+    cfg = config.load(args.config)
+    if args.command in UNATTENDED:
+        problem = log.configure(cfg.log_syslog, cfg.log_file, cfg.log_max_bytes)
+        if problem:
+            out.warn(problem)
+    for w in cfg.warnings:
+        out.warn(w)
+    return COMMANDS[args.command](args, cfg, out)
 
 
 class Output:
