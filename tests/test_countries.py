@@ -203,3 +203,13 @@ def test_update_leaves_the_aggregate_for_the_apply_that_follows(server, make_cfg
     members, listed = sets.load_country(zone)
     assert len(members) == RU_MEMBERS and listed == 204
     assert "77.88.0.0/16" in members and "5.255.254.0/23" in members
+
+@pytest.mark.parametrize("source", ["file:///etc/shadow?{cc}", "file:///etc/shadow#{cc}",
+                                    "https://a.example/x?cc={cc}", "https://{cc}.example/list.zone"])
+def test_cc_outside_the_url_path_is_refused(make_cfg, source):
+    with pytest.raises(config.ConfigError) as e:
+        make_cfg(["https://a.example/{cc}.zone", source])
+    assert [p.split(":")[0] for p in e.value.problems] == ["ipsets.sources[1]"]
+    assert "{cc} in its path" in e.value.problems[0]
+    assert make_cfg(["https://a.example/{cc}.zone?v=2"]).ipset_sources == ["https://a.example/{cc}.zone?v=2"]
+

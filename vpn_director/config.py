@@ -4,6 +4,7 @@ import ipaddress
 import json
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
@@ -438,11 +439,21 @@ def _sources(c, raw):
     out = []
     for i, s in enumerate(c.lst(ips["sources"], "ipsets.sources")):
         p = "ipsets.sources[%d]" % i
-        if not isinstance(s, str) or "{cc}" not in s or not re.match(r"^(https?|file)://", s):
-            c.err(p, "%r must be an http(s):// or file:// URL containing {cc}" % (s,))
+        if not isinstance(s, str) or not re.match(r"^(https?|file)://", s) or not _cc_in_path_only(s):
+            c.err(p, "%r must be an http(s):// or file:// URL with {cc} in its path" % (s,))
             continue
         out.append(s)
     return out
+
+
+def _cc_in_path_only(url):
+    """{cc} is in the URL's path and nowhere else: a file:// URL ignores its query and fragment,
+    so `file:///etc/shadow?{cc}` would read /etc/shadow for every country."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return False
+    return "{cc}" in parts.path and "{cc}" not in parts.netloc + parts.query + parts.fragment
 
 
 def _table(c, raw, path, default, names):
