@@ -249,3 +249,15 @@ def test_an_answer_that_is_not_http_is_never_quoted_in_the_error(make_cfg):
         listener.close()
     assert "not a valid HTTP answer (BadStatusLine)" in failed[0][1] and "s3cr3t" not in failed[0][1]
 
+
+@pytest.mark.parametrize("how", ["http", "file"])
+def test_a_list_starting_with_a_utf8_bom_is_accepted(server, make_cfg, tmp_path, how):
+    (tmp_path / "www" / "ru.zone").write_bytes(b"\xef\xbb\xbf" + RU.encode())
+    source = server.url("ok") if how == "http" else "file://%s/{cc}.zone" % (tmp_path / "www")
+    done, failed = countries.refresh(make_cfg([source]))
+    assert failed == [] and (done[0].entries, done[0].aggregated) == (204, RU_MEMBERS)
+    zone = sets.zone_path(str(tmp_path / "data"), "ru")
+    with open(zone, "rb") as fh:
+        assert fh.read() == RU.encode()  # cached without the BOM: apply reads it as any other list
+    assert len(sets.read_prefixes(zone)) == 204
+    assert countries.read_meta(str(tmp_path / "data"), "ru")["sha256"] == hashlib.sha256(RU.encode()).hexdigest()

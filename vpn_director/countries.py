@@ -20,6 +20,7 @@ from .errors import DataError
 DEFAULT_TIMEOUT = config.IPSET_TIMEOUT
 DEFAULT_MAX_BYTES = config.IPSET_MAX_BYTES
 CHUNK = 64 << 10
+BOM = b"\xef\xbb\xbf"
 
 
 class FetchError(Exception):
@@ -159,7 +160,7 @@ def _lines(text):
 def parse_body(body):
     """Validate a downloaded list; return its packed prefixes. Raises FetchError naming the fault,
     never quoting the body: a misconfigured source may be any file on the router."""
-    text = body.decode("ascii", errors="replace").lstrip("\ufeff")
+    text = body.decode("ascii", errors="replace")
     head = text.lstrip()[:200].lower()
     if not head:
         raise FetchError("empty answer")
@@ -202,6 +203,8 @@ def fetch(cc, sources, previous=None, force=False, timeout=DEFAULT_TIMEOUT, max_
         url = template.replace("{cc}", cc)
         try:
             body = download(url, timeout, max_bytes)
+            if body.startswith(BOM):
+                body = body[len(BOM):]  # saved by a Windows editor; the cache is read without it
             prefixes = parse_body(body)
             members = sets.members(prefixes)
             if previous and len(members) * 2 <= previous and not force:
