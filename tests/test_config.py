@@ -349,6 +349,62 @@ def test_not_json_and_missing_file(tmp_path):
 # (RT_PLACEHOLDER is replaced), for what a dict cannot express (duplicate keys, a non-object).
 # --------------------------------------------------------------------------------------------
 
+def test_a_config_file_starting_with_a_utf8_bom_loads(tmp_path, rt_tables):
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(with_rt(VALID, rt_tables)).encode())
+    assert [t.name for t in config.load(str(path)).tunnels] == ["wgc1"]
+
+
+def test_a_config_file_over_1_mib_is_refused_without_reading_it_all(tmp_path, capsys):
+    big = write(tmp_path, '{"data_dir": "/a", "x": "%s"}' % ("y" * (1 << 20)))
+    with pytest.raises(ConfigError) as e:
+        config.load(big)
+    assert problems_of(e) == ["%s: larger than 1024 KiB: not a vpn-director config" % big]
+    assert cli.main(["-c", "/dev/zero", "check"]) == EXIT_USAGE  # endless: only 1 MiB + 1 bytes are read
+    assert "/dev/zero: larger than 1024 KiB" in capsys.readouterr().err
+
+
+def test_text_that_is_not_utf8_is_an_invalid_config(tmp_path):
+    path = tmp_path / "latin1.json"
+    path.write_bytes(b'{"data_dir": "/caf\xe9"}')
+    with pytest.raises(ConfigError) as e:
+        config.load(str(path))
+    assert problems_of(e) == ["%s: not UTF-8 text (byte 18)" % path]
+
+
+@pytest.mark.parametrize("text", ["[" * 1000 + "]" * 1000, '{"a": ' * 900 + "1" + "}" * 900,
+                                  '{"xray": {"clients": %s}}' % ("[" * 40 + "]" * 40)])
+def test_deeply_nested_json_is_an_invalid_config_not_an_internal_error(tmp_path, capsys, text):
+    path = write(tmp_path, text)
+    assert cli.main(["-c", path, "check"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "%s: nested more than 32 levels deep" % path in err and "internal error" not in err
+
+
+@pytest.mark.parametrize("key", ["xray.clients", "xray.exclude_ips", "xray.servers", "paused_clients",
+                                 "tunnel_director.tunnels.wgc1.clients"])
+@pytest.mark.parametrize("text", ["192.168.1.9/08", "192.168.01.9", "010.0.0.0/8"])
+def test_a_number_with_a_leading_zero_in_a_cidr_is_an_error_with_its_path(rt_tables, key, text):
+    raw = {}
+    *parents, leaf = key.split(".")
+    node = raw
+    for name in parents:
+        node = node.setdefault(name, {})
+    node[leaf] = ["192.168.50.0/24", text]
+    with pytest.raises(ConfigError) as e:
+        config.validate(with_rt(raw, rt_tables))
+    assert any(p.startswith("%s[1]: %r is not an IPv4 address" % (key, text)) for p in problems_of(e)), problems_of(e)
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_an_empty_config_path_is_bad_usage_not_the_default_config(tmp_path, capsys, monkeypatch, where):
+    monkeypatch.setenv("VPD_CONFIG", write(tmp_path, json.dumps({"xray": {"exclude_sets": []}})))
+    argv = ["-c", "", "check"] if where == "before" else ["check", "-c", ""]
+    assert cli.main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "argument -c/--config: an empty path" in err and "config OK" not in err
+
+
 def ax(**kw):
     return {"advanced": {"xray": kw}}
 

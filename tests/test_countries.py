@@ -3,6 +3,8 @@
 import hashlib
 import json
 import os
+import socket
+import threading
 
 import pytest
 
@@ -203,3 +205,59 @@ def test_update_leaves_the_aggregate_for_the_apply_that_follows(server, make_cfg
     members, listed = sets.load_country(zone)
     assert len(members) == RU_MEMBERS and listed == 204
     assert "77.88.0.0/16" in members and "5.255.254.0/23" in members
+
+
+@pytest.mark.parametrize("source", ["file:///etc/shadow?{cc}", "file:///etc/shadow#{cc}",
+                                    "https://a.example/x?cc={cc}", "https://{cc}.example/list.zone"])
+def test_cc_outside_the_url_path_is_refused(make_cfg, source):
+    with pytest.raises(config.ConfigError) as e:
+        make_cfg(["https://a.example/{cc}.zone", source])
+    assert [p.split(":")[0] for p in e.value.problems] == ["ipsets.sources[1]"]
+    assert "{cc} in its path" in e.value.problems[0]
+    assert make_cfg(["https://a.example/{cc}.zone?v=2"]).ipset_sources == ["https://a.example/{cc}.zone?v=2"]
+
+
+def test_a_refused_list_is_never_quoted_in_the_error(make_cfg, tmp_path):
+    secret = tmp_path / "shadow-ru"
+    secret.write_text("root:$6$s3cr3t:19000:0:99999:7:::\n")
+    late = tmp_path / "late-ru"
+    late.write_text("77.88.0.0/17\n# fine so far\nadmin:s3cr3t\n")
+    cfg = make_cfg(["file://%s/shadow-{cc}" % tmp_path, "file://%s/late-{cc}" % tmp_path])
+    done, failed = countries.refresh(cfg)
+    message = failed[0][1]
+    assert "shadow-ru: not a list of IPv4 CIDRs (line 1)" in message
+    assert "late-ru: not a list of IPv4 CIDRs (line 3)" in message
+    assert "s3cr3t" not in message and "99999" not in message and "admin" not in message
+
+
+def test_an_answer_that_is_not_http_is_never_quoted_in_the_error(make_cfg):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def banner():  # a local service that is no web server, like sshd
+        conn, _ = listener.accept()
+        conn.sendall(b"SSH-2.0-s3cr3t-banner\r\n")
+        conn.recv(4096)
+        conn.close()
+    t = threading.Thread(target=banner, daemon=True)
+    t.start()
+    try:
+        done, failed = countries.refresh(make_cfg(["http://127.0.0.1:%d/{cc}" % listener.getsockname()[1]]))
+    finally:
+        t.join(5)
+        listener.close()
+    assert "not a valid HTTP answer (BadStatusLine)" in failed[0][1] and "s3cr3t" not in failed[0][1]
+
+
+@pytest.mark.parametrize("how", ["http", "file"])
+def test_a_list_starting_with_a_utf8_bom_is_accepted(server, make_cfg, tmp_path, how):
+    (tmp_path / "www" / "ru.zone").write_bytes(b"\xef\xbb\xbf" + RU.encode())
+    source = server.url("ok") if how == "http" else "file://%s/{cc}.zone" % (tmp_path / "www")
+    done, failed = countries.refresh(make_cfg([source]))
+    assert failed == [] and (done[0].entries, done[0].aggregated) == (204, RU_MEMBERS)
+    zone = sets.zone_path(str(tmp_path / "data"), "ru")
+    with open(zone, "rb") as fh:
+        assert fh.read() == RU.encode()  # cached without the BOM: apply reads it as any other list
+    assert len(sets.read_prefixes(zone)) == 204
+    assert countries.read_meta(str(tmp_path / "data"), "ru")["sha256"] == hashlib.sha256(RU.encode()).hexdigest()

@@ -288,6 +288,17 @@ def test_unknown_target_is_bad_usage(tmp_path, capsys):
     assert tree(tmp_path) == {}
 
 
+@pytest.mark.parametrize("root", ["", "rel/root"])
+@pytest.mark.parametrize("command", ["install", "uninstall"])
+def test_empty_or_relative_root_is_bad_usage_not_an_install_into_the_cwd(tmp_path, monkeypatch, capsys, root,
+                                                                         command):
+    monkeypatch.chdir(tmp_path)  # run from `/`, an empty --root would have been a live install
+    assert vpd(command, "--root", root) == 2
+    err = capsys.readouterr().err
+    assert err == "vpn-director: error: --root must be an absolute directory path, got %r\n" % root
+    assert tree(tmp_path) == {}
+
+
 # --- the hooks' conditions, run for real against a stand-in program -----------------------
 
 needs_bind = pytest.mark.skipif(not rootfs.can_bind_opt(), reason="needs root, /opt and unshare")

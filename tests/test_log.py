@@ -102,6 +102,48 @@ def test_unwritable_log_file_is_a_warning(tmp_path):
     assert problem and "logging to it is off" in problem
 
 
+@pytest.mark.parametrize("foreign", ["file", "rotated copy"])
+def test_a_log_file_setting_never_rotates_or_deletes_a_file_that_is_not_our_log(tmp_path, foreign):
+    path = tmp_path / "firewall-start"  # advanced.log.file naming the wrong file
+    script = b"#!/bin/sh\n/opt/sbin/other-tool start\n"
+    victim = path if foreign == "file" else tmp_path / "firewall-start.1"
+    victim.write_bytes(script)
+    log.setup(env={"VPD_SYSLOG": "off"})
+    problem = log.configure(True, str(path), max_bytes=256)
+    assert problem and "is not a vpn-director log" in problem and "logging to the file is off" in problem
+    assert "\n" not in problem and "other-tool" not in problem
+    for i in range(50):
+        log.info("apply all: %d change(s) in 0.01s" % i)
+    log.reset()
+    assert victim.read_bytes() == script
+    assert sorted(os.listdir(str(tmp_path))) == [victim.name]
+
+
+def test_our_own_log_and_an_empty_file_are_rotated_as_usual(tmp_path):
+    path = tmp_path / "vpd.log"
+    path.write_bytes(b"")
+    log.setup(env={"VPD_SYSLOG": "off"})
+    assert log.configure(True, str(path), max_bytes=256) is None
+    for i in range(50):
+        log.info("apply all: %d change(s) in 0.01s" % i)
+    log.reset()
+    assert log.is_our_log(str(path)) and log.is_our_log(str(tmp_path / "vpd.log.1"))
+    assert log.configure(True, str(path), max_bytes=256) is None  # next run: both files are ours
+
+
+def test_a_foreign_file_that_appears_at_the_rotated_copy_is_kept(tmp_path):
+    path = tmp_path / "vpd.log"
+    log.setup(env={"VPD_SYSLOG": "off"})
+    assert log.configure(True, str(path), max_bytes=256) is None
+    other = tmp_path / "vpd.log.1"
+    other.write_bytes(b"not ours\n")  # put there while the run goes on
+    for i in range(50):
+        log.info("apply all: %d change(s) in 0.01s" % i)
+    log.reset()
+    assert other.read_bytes() == b"not ours\n"
+    assert "apply all: 0 change(s)" in path.read_text() and "apply all: 49" not in path.read_text()
+
+
 def test_log_file_from_the_config(tmp_path):
     logfile = tmp_path / "vpd.log"
     cfg = tmp_path / "c.json"

@@ -1,9 +1,11 @@
 """Rendered batches for the document's examples (no kernel needed)."""
 
+import json
+
 import pytest
 
 from doc_examples import EXAMPLE_1, EXAMPLE_2, EXAMPLE_3, XRAY_CHAIN
-from vpn_director import config, desired, engine
+from vpn_director import cli, config, desired, engine
 
 EXAMPLES = {1: EXAMPLE_1, 2: EXAMPLE_2, 3: EXAMPLE_3}
 
@@ -112,3 +114,41 @@ def test_external_set_is_not_loaded(build):
     s = build({"xray": {"clients": ["192.168.50.10"], "exclude_sets": ["my_list"]}})
     assert s.external_sets == ["my_list"]
     assert "my_list" not in {x.name for x in s.sets}
+
+
+@pytest.fixture
+def render_out(tmp_path, capsys):
+    """render --out DIR through the CLI: (exit code, stderr)."""
+    (tmp_path / "rt_tables").write_text("111 wgc1\n")
+    cfg = tmp_path / "c.json"
+    raw = {"xray": {"exclude_sets": []}, "advanced": {"rt_tables": str(tmp_path / "rt_tables")}}
+    cfg.write_text(json.dumps(raw))
+
+    def run(out):
+        code = cli.main(["-c", str(cfg), "render", "--out", out])
+        return code, capsys.readouterr().err
+    return run
+
+
+def test_render_out_onto_an_existing_file_is_bad_usage_and_keeps_the_file(render_out, tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine\n")
+    assert render_out(str(target)) == (2, "vpn-director: error: render --out %s: exists and is not a directory\n"
+                                       % target)
+    assert target.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("where", ["under a file", "procfs"])
+def test_render_out_where_nothing_can_be_written_is_one_line_naming_the_path(render_out, tmp_path, where):
+    (tmp_path / "notes.txt").write_text("mine\n")
+    out = str(tmp_path / "notes.txt" / "batches") if where == "under a file" else "/proc/vpd-render-test"
+    code, err = render_out(out)
+    assert code == 1
+    assert err.startswith("vpn-director: error: render --out %s: cannot write there: " % out)
+    assert err.count("\n") == 1 and "internal error" not in err
+
+
+def test_render_out_empty_is_bad_usage(render_out, tmp_path):
+    code, err = render_out("")
+    assert code == 2 and "argument --out: an empty path" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "rt_tables"]

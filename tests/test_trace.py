@@ -2,6 +2,7 @@
 
 import ipaddress
 import json
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from doc_examples import EXAMPLE_1, EXAMPLE_2, EXAMPLE_3
 from netns import ROOT
-from vpn_director import config, desired, trace
+from vpn_director import cli, config, desired, trace
 
 
 @pytest.fixture
@@ -142,14 +143,18 @@ def test_set_index_over_packed_country_sets(members, probes):
         assert (ip in idx) == _naive(members, ipaddress.IPv4Address(ip))
 
 
-def _cli(tmp_path, *args):
+def _config(tmp_path):
     (tmp_path / "ipsets").mkdir(exist_ok=True)
     (tmp_path / "ipsets" / "ru.zone").write_text("77.88.0.0/16\n")
     (tmp_path / "rt").write_text("111 wgc1\n")
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps(dict(EXAMPLE_3, data_dir=str(tmp_path), advanced={"rt_tables": str(tmp_path / "rt")})))
-    return subprocess.run([sys.executable, "-m", "vpn_director", "-c", str(cfg), "trace"] + list(args),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+    return str(cfg)
+
+
+def _cli(tmp_path, *args, stdout=subprocess.PIPE):
+    return subprocess.run([sys.executable, "-m", "vpn_director", "-c", _config(tmp_path), "trace"] + list(args),
+                          stdout=stdout, stderr=subprocess.PIPE, universal_newlines=True,
                           env={"PYTHONPATH": ROOT, "PATH": "/usr/bin:/bin"})
 
 
@@ -161,6 +166,32 @@ def test_cli_human_and_json(tmp_path):
     assert "route: direct  table: main  mark: 0x0" in p.stdout
     j = json.loads(_cli(tmp_path, "192.168.50.11", "8.8.8.8", "--json").stdout)
     assert (j["route"], j["table"], j["mark"]) == ("xray", "100", "0x100")
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-5", "0", "http"])
+def test_cli_rejects_a_dport_outside_1_to_65535(tmp_path, port):
+    p = _cli(tmp_path, "192.168.50.10", "77.88.8.8", "--dport=" + port)
+    assert p.returncode == 2 and "argument --dport: %r is not a port (1..65535)" % port in p.stderr
+    assert p.stdout == ""
+
+
+def test_a_reader_that_goes_away_ends_trace_quietly(tmp_path):
+    """`vpn-director trace ... | true`: no traceback, no "internal error"."""
+    r, w = os.pipe()
+    os.close(r)  # the reader has gone before the first line is written
+    try:
+        p = _cli(tmp_path, "192.168.50.10", "77.88.8.8", stdout=w)
+    finally:
+        os.close(w)
+    assert (p.returncode, p.stderr) == (1, "")
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_still_reported(tmp_path, monkeypatch, capsys):
+    def broken(args, cfg, out):
+        raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setitem(cli.COMMANDS, "trace", broken)
+    assert cli.main(["-c", _config(tmp_path), "trace", "192.168.50.10", "8.8.8.8"]) == 1
+    assert "internal error: BrokenPipeError" in capsys.readouterr().err
 
 
 def test_cli_rejects_bad_addresses(tmp_path):

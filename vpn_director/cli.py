@@ -4,10 +4,11 @@ import argparse
 import ipaddress
 import json
 import os
+import select
 import sys
 
 from . import __version__, config, desired, engine, lint, live, log, state, status, trace
-from .errors import EXIT_DRIFT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, VpdError
+from .errors import EXIT_DRIFT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, UsageError, VpdError
 from .tools import Tools
 
 SCOPES = ("all", "tunnel", "xray")
@@ -20,6 +21,20 @@ def _need_root(command):
         raise VpdError("%s needs root: it reads and changes the kernel's firewall and routing tables" % command)
 
 
+def _path(text):
+    """argparse type: a non-empty path (an empty -c would quietly fall back to the default config)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    return text
+
+
+def _port(text):
+    """argparse type: a TCP/UDP port number."""
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
+        raise argparse.ArgumentTypeError("%r is not a port (1..65535)" % text)
+    return int(text)
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="vpn-director",
@@ -29,7 +44,7 @@ def build_parser():
     common = argparse.ArgumentParser(add_help=False)
     for parser, default in ((p, None), (common, argparse.SUPPRESS)):
         # accepted before or after the command; the sub-parser copy must not reset the value
-        parser.add_argument("-c", "--config", default=default,
+        parser.add_argument("-c", "--config", default=default, type=_path,
                             help="config file (default: $VPD_CONFIG or %s)" % config.DEFAULT_PATH)
         parser.add_argument("-v", "--verbose", action="store_true", default=default or False,
                             help="list every change")
@@ -59,7 +74,8 @@ def build_parser():
     st.add_argument("scope", nargs="?", choices=SCOPES + ("ipset",), default="all")
     st.add_argument("--json", action="store_true", help="one JSON object")
     rd = sub.add_parser("render", help="print the ipset / iptables-restore / ip batches; no kernel access")
-    rd.add_argument("--out", metavar="DIR", help="write ipset.restore, iptables.mangle and ip.batch into DIR")
+    rd.add_argument("--out", metavar="DIR", type=_path,
+                    help="write ipset.restore, iptables.mangle and ip.batch into DIR")
     up = sub.add_parser("update", help="refresh the country lists from ipsets.sources, then apply")
     up.add_argument("--force", action="store_true", help="accept a list with half or fewer of the cached entries")
     ck = sub.add_parser("check", help="validate and lint the config and its data; no kernel access")
@@ -69,7 +85,7 @@ def build_parser():
     tr.add_argument("src", help="source IPv4 address (a LAN client)")
     tr.add_argument("dst", help="destination IPv4 address")
     tr.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
-    tr.add_argument("--dport", type=int, metavar="N", help="destination port (shown; no rule matches on it)")
+    tr.add_argument("--dport", type=_port, metavar="N", help="destination port (shown; no rule matches on it)")
     tr.add_argument("--live", action="store_true",
                     help="evaluate the kernel's current state instead, with its own routing verdict")
     tr.add_argument("--json", action="store_true", help="one JSON object")
@@ -101,22 +117,16 @@ def main(argv=None):
         return EXIT_USAGE if e.code not in (0, None) else EXIT_OK
     out = Output(args.quiet, args.verbose)
     try:
-        if args.command == "lab":
-            return cmd_lab(args, out)
-        if args.command in UNATTENDED:
-            log.setup(args.verbose)
-        if args.command in ("install", "uninstall"):
-            return cmd_install(args, out)
-        cfg = config.load(args.config)
-        if args.command in UNATTENDED:
-            problem = log.configure(cfg.log_syslog, cfg.log_file, cfg.log_max_bytes)
-            if problem:
-                out.warn(problem)
-        for w in cfg.warnings:
-            out.warn(w)
-        if args.command in NEEDS_ROOT or getattr(args, "live", False):
-            _need_root(args.command)
-        return COMMANDS[args.command](args, cfg, out)
+        code = _run(args, out)
+        sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError as e:
+        if not _stdout_gone():
+            return _internal_error(out, e)
+        # `vpn-director trace ... | head`: nobody reads the rest, so nothing more to say; stdout
+        # now points at /dev/null so that the final flush at exit has nowhere to fail
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except ConfigError as e:
         for line in e.lines():
             out.err(line)
@@ -128,12 +138,45 @@ def main(argv=None):
         out.err("interrupted")
         return EXIT_FAILED
     except Exception as e:  # the CLI edge: one line, never a bare traceback
-        if os.environ.get("VPD_DEBUG"):
-            raise
-        out.err("internal error: %s: %s (set VPD_DEBUG=1 for a traceback)" % (type(e).__name__, e))
-        return EXIT_FAILED
+        return _internal_error(out, e)
     finally:
         _write_stats()
+
+
+def _internal_error(out, e):
+    if os.environ.get("VPD_DEBUG"):
+        raise e
+    out.err("internal error: %s: %s (set VPD_DEBUG=1 for a traceback)" % (type(e).__name__, e))
+    return EXIT_FAILED
+
+
+def _stdout_gone():
+    """True if stdout is a pipe whose reader has gone (poll reports an error on its write end)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _run(args, out):
+    if args.command == "lab":
+        return cmd_lab(args, out)
+    if args.command in UNATTENDED:
+        log.setup(args.verbose)
+    if args.command in ("install", "uninstall"):
+        return cmd_install(args, out)
+    cfg = config.load(args.config)
+    if args.command in UNATTENDED:
+        problem = log.configure(cfg.log_syslog, cfg.log_file, cfg.log_max_bytes)
+        if problem:
+            out.warn(problem)
+    for w in cfg.warnings:
+        out.warn(w)
+    if args.command in NEEDS_ROOT or getattr(args, "live", False):
+        _need_root(args.command)
+    return COMMANDS[args.command](args, cfg, out)
 
 
 class Output:
@@ -295,7 +338,13 @@ def cmd_render(args, cfg, out):
     full, _ = engine.build(cfg, _recorded(cfg), warn=out.warn)
     batches = engine.render_batches(full)
     if args.out:
-        for path in engine.write_out(args.out, batches):
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise UsageError("render --out %s: exists and is not a directory" % args.out)
+        try:
+            paths = engine.write_out(args.out, batches)
+        except OSError as e:
+            raise VpdError("render --out %s: cannot write there: %s" % (args.out, e.strerror or e))
+        for path in paths:
             out.info("wrote %s" % path)
         return EXIT_OK
     for tool, title in (("ipset", "ipset restore"), ("ip", "ip -batch"),

@@ -4,6 +4,7 @@ import ipaddress
 import json
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
@@ -23,6 +24,8 @@ HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
 COUNTRY_RE = re.compile(r"^[A-Za-z]{2}$")
+# A number with a leading zero: ipaddress reads the prefix length in `192.168.1.9/08` as /8.
+LEADING_ZERO_RE = re.compile(r"(^|[./])0\d")
 BUILTIN_CHAINS = {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
 # A chain may not share a target's name: iptables refuses it (nft; legacy for the verdicts) or,
 # worse, `-j MARK`/`-j TPROXY` would jump into the chain instead of running the target.
@@ -121,11 +124,13 @@ DEFAULT_SOURCES = [
 ]
 IPSET_TIMEOUT = 30  # seconds per source, connect to last byte
 IPSET_MAX_BYTES = 8 << 20  # the largest aggregated country list is well under 1 MiB
+MAX_CONFIG_BYTES = 1 << 20  # a real config is a few KiB
+MAX_CONFIG_DEPTH = 32  # a real config nests 5 deep; validating deeper JSON would exhaust the stack
 
 
 def parse_net(text):
     """An IPv4 address or CIDR -> network; host bits are masked off (as iptables does)."""
-    if not isinstance(text, str) or not text.strip() or text != text.strip():
+    if not isinstance(text, str) or not text.strip() or text != text.strip() or LEADING_ZERO_RE.search(text):
         raise ValueError
     net = ipaddress.IPv4Network(text, strict=False)
     return net
@@ -290,15 +295,37 @@ def load(path=None, env=os.environ):
 def read_raw(path):
     """The parsed JSON of a config file, not yet validated."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)  # bounded: `-c /dev/zero` must not fill memory
     except OSError as e:
         raise ConfigError(["%s: cannot read config: %s" % (path, e.strerror or e)])
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(["%s: larger than %d KiB: not a vpn-director config" % (path, MAX_CONFIG_BYTES >> 10)])
+    try:
+        text = data.decode("utf-8-sig")  # editors on Windows start the file with a BOM
+    except UnicodeDecodeError as e:
+        raise ConfigError(["%s: not UTF-8 text (byte %d)" % (path, e.start)])
     try:
         raw = json.loads(text, object_pairs_hook=_pairs_hook)
+        too_deep = _depth(raw) > MAX_CONFIG_DEPTH
     except ValueError as e:
         raise ConfigError(["%s: not valid JSON: %s" % (path, e)])
+    except RecursionError:
+        too_deep = True
+    if too_deep:
+        raise ConfigError(["%s: nested more than %d levels deep" % (path, MAX_CONFIG_DEPTH)])
     return raw
+
+
+def _depth(raw):
+    """How deeply objects and lists nest, found without recursion (validation recurses)."""
+    deepest, todo = 0, [(raw, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            todo.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
 
 
 def validate(raw, path="<config>"):
@@ -412,11 +439,21 @@ def _sources(c, raw):
     out = []
     for i, s in enumerate(c.lst(ips["sources"], "ipsets.sources")):
         p = "ipsets.sources[%d]" % i
-        if not isinstance(s, str) or "{cc}" not in s or not re.match(r"^(https?|file)://", s):
-            c.err(p, "%r must be an http(s):// or file:// URL containing {cc}" % (s,))
+        if not isinstance(s, str) or not re.match(r"^(https?|file)://", s) or not _cc_in_path_only(s):
+            c.err(p, "%r must be an http(s):// or file:// URL with {cc} in its path" % (s,))
             continue
         out.append(s)
     return out
+
+
+def _cc_in_path_only(url):
+    """{cc} is in the URL's path and nowhere else: a file:// URL ignores its query and fragment,
+    so `file:///etc/shadow?{cc}` would read /etc/shadow for every country."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return False
+    return "{cc}" in parts.path and "{cc}" not in parts.netloc + parts.query + parts.fragment
 
 
 def _table(c, raw, path, default, names):

@@ -20,6 +20,7 @@ from .errors import DataError
 DEFAULT_TIMEOUT = config.IPSET_TIMEOUT
 DEFAULT_MAX_BYTES = config.IPSET_MAX_BYTES
 CHUNK = 64 << 10
+BOM = b"\xef\xbb\xbf"
 
 
 class FetchError(Exception):
@@ -132,7 +133,10 @@ def _read_http(url, timeout, max_bytes):
         raise FetchError("timed out after %ss" % timeout)
     except IncompleteRead as e:
         raise FetchError("truncated: got %d bytes, %s more expected" % (len(e.partial), e.expected))
-    except (HTTPException, OSError, ValueError) as e:
+    except HTTPException as e:
+        # not quoted: the text is whatever the other end sent (a URL may name any local service)
+        raise FetchError("not a valid HTTP answer (%s)" % type(e).__name__)
+    except (OSError, ValueError) as e:
         raise FetchError(_reason(e))
 
 
@@ -154,17 +158,24 @@ def _lines(text):
 
 
 def parse_body(body):
-    """Validate a downloaded list; return its packed prefixes. Raises FetchError naming the fault."""
-    text = body.decode("ascii", errors="replace").lstrip("\ufeff")
+    """Validate a downloaded list; return its packed prefixes. Raises FetchError naming the fault,
+    never quoting the body: a misconfigured source may be any file on the router."""
+    text = body.decode("ascii", errors="replace")
     head = text.lstrip()[:200].lower()
     if not head:
         raise FetchError("empty answer")
     if head.startswith("<") or "<html" in head:
         raise FetchError("an HTML page, not a list")
+    where = {"line": 0}
+
+    def numbered():
+        for n, line in enumerate(_lines(text), start=1):
+            where["line"] = n
+            yield line
     try:
-        prefixes = sets.parse_prefixes(_lines(text), "line")
-    except DataError as e:
-        raise FetchError("not a list of IPv4 CIDRs (%s)" % str(e).replace("line:", "line ", 1))
+        prefixes = sets.parse_prefixes(numbered(), "line")
+    except DataError:
+        raise FetchError("not a list of IPv4 CIDRs (line %d)" % where["line"])
     if not prefixes:
         raise FetchError("no entries, only comments")
     return prefixes
@@ -192,6 +203,8 @@ def fetch(cc, sources, previous=None, force=False, timeout=DEFAULT_TIMEOUT, max_
         url = template.replace("{cc}", cc)
         try:
             body = download(url, timeout, max_bytes)
+            if body.startswith(BOM):
+                body = body[len(BOM):]  # saved by a Windows editor; the cache is read without it
             prefixes = parse_body(body)
             members = sets.members(prefixes)
             if previous and len(members) * 2 <= previous and not force:

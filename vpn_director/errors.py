@@ -10,6 +10,12 @@ class VpdError(Exception):
     exit_code = EXIT_FAILED
 
 
+class UsageError(VpdError):
+    """A command-line argument is unusable (an empty path, a relative --root); nothing was done."""
+
+    exit_code = EXIT_USAGE
+
+
 class ConfigError(VpdError):
     """The config file is unreadable or invalid; carries every problem found."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 from . import pyz
-from .errors import InstallError
+from .errors import InstallError, UsageError
 from .state import write_atomic
 
 WATCH_ARGS = "apply --if-changed"
@@ -229,6 +229,9 @@ class Installer:
     def __init__(self, target, root="/", say=print, run=subprocess.run):
         if target not in TARGETS:
             raise InstallError("unknown target %r (merlin or systemd)" % target)
+        if not root or not os.path.isabs(root):
+            # abspath("") is the current directory: from `/` that would be a live install
+            raise UsageError("--root must be an absolute directory path, got %r" % (root,))
         self.t = TARGETS[target]
         self.root = os.path.abspath(root)
         self.live = self.root == "/"  # only then are cron, systemd and the firmware touched

@@ -3,6 +3,8 @@ optional size-capped file. The terminal output (stdout/stderr) stays with cli.Ou
 
 import logging
 import os
+import re
+import stat
 from logging.handlers import RotatingFileHandler, SysLogHandler
 
 TAG = "vpn-director"
@@ -10,6 +12,8 @@ SYSLOG_SOCKET = "/dev/log"
 LOGGER = logging.getLogger(TAG)
 LOGGER.propagate = False
 LOGGER.addHandler(logging.NullHandler())
+FILE_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(message)s"
+FILE_LINE_RE = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \[\d+\] ")  # a FILE_FORMAT line
 
 
 class _Quiet:
@@ -28,6 +32,29 @@ class _CappedFile(_Quiet, RotatingFileHandler):
         # The file lists client addresses: not world-readable.
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         return os.fdopen(fd, "a", encoding="utf-8")
+
+    def doRollover(self):
+        # Rotating deletes the old `.1`: if something else sits there now, stop writing instead
+        # (the next run's configure() says why).
+        if not is_our_log(self.baseFilename + ".1"):
+            self.addFilter(lambda record: False)
+            return
+        super().doRollover()
+
+
+def is_our_log(path):
+    """True if `path` is missing, empty, or a regular file whose first line is one of ours: only
+    such a file may be rotated or deleted (a typo must not rename the firewall-start script)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with open(path, "rb") as fh:
+            head = fh.readline(256)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return not head or bool(FILE_LINE_RE.match(head))
 
 
 def setup(verbose=False, env=os.environ):
@@ -60,11 +87,15 @@ def configure(syslog=True, path=None, max_bytes=256 * 1024):
             _remove(h)
     if not path:
         return None
+    for p in (path, path + ".1"):
+        if not is_our_log(p):
+            return "log file %s: %s is not a vpn-director log, so it is left alone; logging to the file is off" % (
+                path, "it" if p == path else p)
     try:
         handler = _CappedFile(path, maxBytes=max_bytes, backupCount=1, encoding="utf-8")
     except OSError as e:
         return "log file %s: %s; logging to it is off" % (path, e.strerror or e)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(message)s"))
+    handler.setFormatter(logging.Formatter(FILE_FORMAT))
     LOGGER.addHandler(handler)
     return None
 
