@@ -91,3 +91,28 @@ def test_lint_matches_the_pairwise_reference(tmp_path_factory, raw):
     xclients, tunnels = config.effective(cfg)
     for nets in [xclients] + [clients for _, clients in tunnels]:
         assert config.paused_inside(cfg, nets) == reference_paused_inside(cfg, nets)
+
+
+def test_many_clients_are_not_compared_pair_by_pair(tmp_path, monkeypatch):
+    """lint and the paused holes scale with the clients, not with their pairs (counted, not timed)."""
+    rt = tmp_path / "rt_tables"
+    rt.write_text("111 wgc1\n112 wgc2\n113 ovpnc1\n")
+    hosts = ["10.%d.%d.%d" % (1 + i // 65536, i // 256 % 256, i % 256) for i in range(1200)]
+    raw = {"paused_clients": hosts[::12] + ["10.1.9.7", "10.1.9.200", "10.200.0.1"],
+           "xray": {"clients": hosts[:600] + ["10.1.9.0/24"], "servers": ["203.0.113.1"], "exclude_sets": []},
+           "tunnel_director": {"tunnels": {"wgc1": {"clients": hosts[600:900] + ["10.1.0.5"]},
+                                           "wgc2": {"clients": hosts[900:]}}}}
+    cfg = config.validate(dict(raw, data_dir=str(tmp_path), advanced={"rt_tables": str(rt)}))
+    calls = []
+    for name in ("overlaps", "subnet_of", "supernet_of"):
+        real = getattr(ipaddress.IPv4Network, name)
+        monkeypatch.setattr(ipaddress.IPv4Network, name,
+                            lambda a, b, real=real: calls.append(1) or real(a, b))
+    findings = lint.lint(cfg)
+    xclients, tunnels = config.effective(cfg)
+    holes = [config.paused_inside(cfg, nets) for nets in [xclients] + [c for _, c in tunnels]]
+    assert len(calls) < 100
+    assert (WARN, "tunnel wgc1 client 10.1.0.5/32 is also an Xray client (10.1.0.5/32): Xray wins, the "
+                  "tunnel never sees it") in findings
+    assert (WARN, "paused client 10.200.0.1/32 is in no list: pausing it changes nothing") in findings
+    assert [list(map(str, h)) for h in holes] == [["10.1.9.7/32", "10.1.9.200/32"], [], []]
