@@ -137,6 +137,17 @@ def test_no_list_anywhere_changes_nothing(router, zones):
     assert "de.zone" in err and "vpn-director update" in err
 
 
+def test_an_emptied_zone_file_keeps_the_live_set(router):
+    cfg = router.config({"xray": {"clients": ["192.168.50.10"], "exclude_sets": ["ru"]}})
+    router.vpd("apply", config=cfg, check=0)
+    good = router.snapshot()
+    assert live_members(router, "ru") == {"77.88.0.0/16", "5.255.255.0/24"}
+    router.zone("ru", "")
+    err = router.vpd("apply", config=cfg, check=1).stderr
+    assert "ru.zone has no entries; run `vpn-director update`" in err, err
+    assert router.snapshot() == good
+
+
 def test_a_set_of_150000_entries_loads_and_takes_a_delta(router, zones):
     big = zonegen.spaced_24s(150000)
     zones.put("ru", big)

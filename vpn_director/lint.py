@@ -2,6 +2,7 @@
 
 import ipaddress
 import re
+from bisect import bisect_left, bisect_right
 
 from . import config as cfgmod
 from . import owned
@@ -20,19 +21,20 @@ def lint(cfg):
     xclients, tunnels = cfgmod.effective(cfg)
     _duplicates(cfg, out)
     _shadowed(tunnels, out)
+    xindex = NetIndex(xclients)
     for tun, clients in tunnels:
         if not clients:
             why = "all its clients are paused" if tun.clients else "it has no clients"
             out.append((WARN, "tunnel %s routes nothing: %s" % (tun.name, why)))
         for net in clients:
-            hits = [x for x in xclients if x.overlaps(net)]
+            hits = [xclients[i] for i in xindex.overlapping(net)]
             if hits:
                 out.append((WARN, "tunnel %s client %s is also an Xray client (%s): Xray wins, the tunnel "
                                   "never sees %s" % (tun.name, net, ", ".join(map(str, hits)),
                                                      "it" if any(net.subnet_of(h) for h in hits) else "that part")))
-    listed = list(cfg.xray.clients) + [n for t in cfg.tunnels for n in t.clients]
+    listed = NetIndex(list(cfg.xray.clients) + [n for t in cfg.tunnels for n in t.clients])
     for p in cfg.paused_clients:
-        if not any(p.overlaps(n) for n in listed):
+        if not listed.overlapping(p):
             out.append((WARN, "paused client %s is in no list: pausing it changes nothing" % p))
     if xclients:
         for what, nets in (("xray.exclude_ips", cfg.xray.exclude_ips),
@@ -69,24 +71,55 @@ def _duplicates(cfg, out):
 
 def _shadowed(tunnels, out):
     """TUN_DIR is first-match-wins: a client covered by an earlier one never reaches its own rules."""
-    earlier = []  # (tunnel, net, exclusions)
-    for tun, clients in tunnels:
-        for net in clients:
-            for etun, enet, eexcl in earlier:
-                if etun is tun and enet == net:
-                    continue  # a duplicate, reported on its own
-                if net.subnet_of(enet):
-                    if etun is tun and set(eexcl) == set(tun.exclude):
-                        out.append((WARN, "tunnel %s client %s is already covered by %s in the same tunnel"
-                                    % (tun.name, net, enet)))
-                    else:
-                        out.append((WARN, "tunnel %s client %s is shadowed by %s of tunnel %s listed before it: "
-                                          "its tunnel and exclusions never apply" % (tun.name, net, enet, etun.name)))
-                    break
-                if net.overlaps(enet) and etun is not tun:
-                    out.append((WARN, "tunnel %s client %s overlaps %s of tunnel %s listed before it: "
-                                      "%s goes to %s" % (tun.name, net, enet, etun.name, enet, etun.name)))
-            earlier.append((tun, net, tun.exclude))
+    listed = [(tun, net) for tun, clients in tunnels for net in clients]
+    index = NetIndex(net for _, net in listed)
+    for i, (tun, net) in enumerate(listed):
+        # The first earlier client that covers this one; a duplicate in the same tunnel is reported on its own.
+        covers = [j for j in index.containing(net) if j < i and not (listed[j][0] is tun and listed[j][1] == net)]
+        first = covers[0] if covers else i
+        for j in index.inside(net):  # earlier clients inside this one, up to the first that covers it
+            etun, enet = listed[j]
+            if j < first and etun is not tun:
+                out.append((WARN, "tunnel %s client %s overlaps %s of tunnel %s listed before it: "
+                                  "%s goes to %s" % (tun.name, net, enet, etun.name, enet, etun.name)))
+        if covers:
+            etun, enet = listed[first]
+            if etun is tun and set(etun.exclude) == set(tun.exclude):
+                out.append((WARN, "tunnel %s client %s is already covered by %s in the same tunnel"
+                            % (tun.name, net, enet)))
+            else:
+                out.append((WARN, "tunnel %s client %s is shadowed by %s of tunnel %s listed before it: "
+                                  "its tunnel and exclusions never apply" % (tun.name, net, enet, etun.name)))
+
+
+class NetIndex:
+    """A list of networks indexed for overlap questions, so that thousands of clients are not
+    compared pair by pair: the networks that contain a given one are found by its at most 32
+    wider networks, the ones inside it by address range. Answers are positions in the list,
+    ascending."""
+
+    def __init__(self, nets):
+        self.nets = list(nets)
+        self._at = {}  # net_key -> positions
+        for i, n in enumerate(self.nets):
+            self._at.setdefault(cfgmod.net_key(n), []).append(i)
+        self._by_start = sorted((int(n.network_address), i) for i, n in enumerate(self.nets))
+        self._starts = [a for a, _ in self._by_start]
+
+    def containing(self, net):
+        """Positions of the networks equal to `net` or wider."""
+        keys = cfgmod.wider_keys(net) + [cfgmod.net_key(net)]
+        return sorted(i for k in keys for i in self._at.get(k, ()))
+
+    def inside(self, net):
+        """Positions of the networks strictly inside `net` (narrower, within its range)."""
+        lo = bisect_left(self._starts, int(net.network_address))
+        hi = bisect_right(self._starts, int(net.broadcast_address))
+        return sorted(i for _, i in self._by_start[lo:hi] if self.nets[i].prefixlen > net.prefixlen)
+
+    def overlapping(self, net):
+        """Positions of the networks that share an address with `net` (IPv4Network.overlaps)."""
+        return sorted(self.containing(net) + self.inside(net))
 
 
 def lint_live(cfg, current, full, record):

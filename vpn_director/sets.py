@@ -16,6 +16,10 @@ from .errors import DataError
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 # Strict dotted quad (no leading zeros, which some parsers read as octal) and an optional length.
 CIDR_RE = re.compile(r"^%s\.%s\.%s\.%s(?:/(3[0-2]|[12]?[0-9]))?$" % ((_OCTET,) * 4))
+# Zone files as read from data_dir: the largest real list is well under 1 MiB and its lines are
+# under 20 characters (comments aside); anything far beyond is corrupt, not a list.
+ZONE_MAX_BYTES = 64 << 20
+ZONE_MAX_LINE = 4096
 
 
 def member(net, nomatch=False):
@@ -56,13 +60,36 @@ def parse_prefixes(lines, origin):
 
 
 def read_prefixes(path):
-    """The packed prefixes of a zone file, read line by line (lists can be large)."""
+    """The packed prefixes of a zone file, read line by line (lists can be large).
+
+    Bounded, as downloads are: a file over ZONE_MAX_BYTES is refused before it is read and a
+    line over ZONE_MAX_LINE characters as soon as it is met, so a corrupt file cannot take the
+    router's memory. A file without entries is refused like an empty download: applied, it would
+    empty a live country set.
+    """
     try:
         with open(path, encoding="ascii", errors="replace") as fh:
-            return parse_prefixes(fh, path)
+            size = os.fstat(fh.fileno()).st_size
+            if size > ZONE_MAX_BYTES:
+                raise DataError("country list %s: %d bytes, more than the %d MiB a list may have; run "
+                                "`vpn-director update` to download it again" % (path, size, ZONE_MAX_BYTES >> 20))
+            prefixes = parse_prefixes(_bounded_lines(fh, path), path)
     except OSError as e:
         hint = "; run `vpn-director update` to download it" if not os.path.exists(path) else ""
         raise DataError("country list %s: %s%s" % (path, e.strerror or e, hint))
+    if not prefixes:
+        raise DataError("country list %s has no entries; run `vpn-director update` to download it again" % path)
+    return prefixes
+
+
+def _bounded_lines(fh, path):
+    """The lines of `fh`, none held longer than ZONE_MAX_LINE characters (a file without
+    newlines would otherwise be read whole as one line)."""
+    for lineno, line in enumerate(iter(lambda: fh.readline(ZONE_MAX_LINE + 1), ""), start=1):
+        if len(line) > ZONE_MAX_LINE and not line.endswith("\n"):
+            raise DataError("%s:%d: line longer than %d characters; run `vpn-director update` to download "
+                            "the list again" % (path, lineno, ZONE_MAX_LINE))
+        yield line
 
 
 AGG_MAGIC = b"vpd-agg 1"
