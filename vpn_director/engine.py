@@ -94,9 +94,9 @@ def _run(cfg, tools, scope, stop, warn, only_if_changed=False):
         return p
     extra = {"backend": tools.probe()[0]}
     extra["resolved"] = resolver.known(cfg.xray.servers) if resolver else record.get("resolved", {})
-    if p.steps:  # written first: a run killed half-way leaves a record of all it may have created
-        state.save_record(cfg.state_dir, dict(p.intent, **extra), record.get("hash", ""))
     with steps.Signals() as signals:
+        if p.steps:  # written first: a run killed half-way leaves a record of all it may have created
+            state.save_record(cfg.state_dir, dict(p.intent, **extra), record.get("hash", ""))
         steps.execute(p, tools, signals)
         state.save_record(cfg.state_dir, dict(p.record, **extra), "" if stop else _fingerprint(full))
     p.elapsed = time.monotonic() - started
