@@ -12,7 +12,7 @@ WARN, ERROR = "warning", "error"
 PRIVATE = [ipaddress.IPv4Network(n) for n in FIXED_RETURNS]
 MERLIN_PREFS = (10000, 12220)  # Merlin's own VPN Director rules, evaluated before ours
 MERLIN_MARKS = (0x1000, 0xF000)
-FWMARK_RE = re.compile(r"fwmark (0x[0-9a-f]+)(?:/(0x[0-9a-f]+))? lookup (\d+)")
+LOOKUP_RE = re.compile(r"lookup (\d+)")
 
 
 def lint(cfg):
@@ -133,15 +133,16 @@ def lint_live(cfg, current, full, record):
         if MERLIN_PREFS[0] <= pref <= MERLIN_PREFS[1]:
             out.append((WARN, "ip rule %d (%s) belongs to the firmware's VPN Director and is evaluated "
                               "before ours" % (pref, text)))
-        m = FWMARK_RE.search(text)
-        if not m:
+        marks = owned.marks_of(text)
+        if not marks:
             if text.endswith("lookup %d" % cfg.xray.route_table):
                 out.append((WARN, "ip rule %d also uses table %d (%s)" % (pref, cfg.xray.route_table, text)))
             continue
-        mark, mask, table = int(m.group(1), 16), int(m.group(2) or "0xffffffff", 16), int(m.group(3))
+        (mark, mask), m = marks, LOOKUP_RE.search(text)  # other selectors may sit between the two
+        table = int(m.group(1)) if m else None
         if mark in td_marks and mask & cfg.td_mark_mask and pref < cfg.td_pref_base:
             out.append((ERROR, "ip rule %d (%s) matches mark %#x before ours: tunnel %s's traffic would go "
-                               "to table %d" % (pref, text, mark, td_marks[mark], table)))
+                               "to table %s" % (pref, text, mark, td_marks[mark], table)))
         elif mask & (cfg.td_mark_mask | cfg.xray.fwmark_mask):
             out.append((WARN, "ip rule %d (%s) uses mark bits vpn-director uses" % (pref, text)))
         elif MERLIN_MARKS[0] <= mark <= MERLIN_MARKS[1]:
