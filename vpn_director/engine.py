@@ -25,9 +25,15 @@ def apply(cfg, tools, scope="all", dry_run=False, log=lambda msg: None, full=Non
         return reconcile.plan(full, current, scope, state.load_record(cfg.state_dir))
     boot.prepare(cfg, log)
     with state.locked(cfg.state_dir, cfg.lock_timeout):
-        watchdog.mark(cfg.state_dir, scope, started=True)  # even if this run fails, the watchdog retries
-        # built after the boot wait: server names resolve once the WAN is up
-        return _run(cfg, tools, full or desired.build(cfg), scope, stop=False)
+        return apply_locked(cfg, tools, scope, full)
+
+
+def apply_locked(cfg, tools, scope="all", full=None):
+    """apply for a caller that already holds the run lock (the operations layer): a second flock
+    on the same lock file from this process would wait for itself. No boot wait."""
+    watchdog.mark(cfg.state_dir, scope, started=True)  # even if this run fails, the watchdog retries
+    # built after the boot wait: server names resolve once the WAN is up
+    return _run(cfg, tools, full or desired.build(cfg), scope, stop=False)
 
 
 def watch(cfg, tools, scope="all", log=lambda msg: None):
