@@ -8,6 +8,7 @@ import sys
 
 from . import __version__, config, desired, engine, lint, live, log, state, status, trace
 from .errors import EXIT_DRIFT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, VpdError
+from .ops import cli as ops_cli
 from .tools import Tools
 
 SCOPES = ("all", "tunnel", "xray")
@@ -74,6 +75,7 @@ def build_parser():
                        help="Asuswrt-Merlin with Entware (default) or a systemd gateway")
         i.add_argument("--root", metavar="DIR", default="/",
                        help="write into this directory tree instead of / (tests, packaging)")
+    ops_cli.register(sub, common)  # client, exclude, tunnel, config
     lab = add("lab", help="throw-away virtual router in network namespaces: apply a config, send real "
                           "TCP/UDP from every client, show expected vs observed paths (needs root)")
     lab.add_argument("action", nargs="?", choices=("run", "down"), default="run",
@@ -100,6 +102,8 @@ def main(argv=None):
             log.setup(args.verbose)
         if args.command in ("install", "uninstall"):
             return cmd_install(args, out)
+        if getattr(args, "ops", None):  # the editing commands load the config under the run lock
+            return args.ops(args, out)
         cfg = config.load(args.config)
         if args.command in UNATTENDED:
             problem = log.configure(cfg.log_syslog, cfg.log_file, cfg.log_max_bytes)
