@@ -371,3 +371,17 @@ def test_cli_edit_list_history_and_diff(conf, capsys):
     assert cli.main(["-c", path, "config", "diff", "2", "current"]) == 0
     assert capsys.readouterr().out.strip() == "no differences"
 
+
+def test_names_beside_addresses_in_check_and_trace(conf, capsys):
+    raw = {"xray": {"clients": ["192.168.50.10"], "exclude_sets": []}, "paused_clients": [],
+           "tunnel_director": {"tunnels": {"wgc1": {"clients": ["192.168.50.0/24"]},
+                                           "wgc2": {"clients": ["192.168.50.23"]}}},
+           "names": {"192.168.50.10": "Anna's phone"}}
+    path = conf(raw)
+    assert cli.main(["-c", path, "check"]) == 0
+    err = capsys.readouterr().err
+    assert "tunnel wgc2 client 192.168.50.23/32 (annas-phone) is shadowed by 192.168.50.0/24" in err  # a lease name
+    assert cli.main(["-c", path, "trace", "192.168.50.10", "8.8.8.8"]) == 0
+    assert capsys.readouterr().out.startswith("192.168.50.10 (Anna's phone) → 8.8.8.8 tcp (desired state)")
+    assert cli.main(["-c", path, "trace", "192.168.50.10", "8.8.8.8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["src_name"] == "Anna's phone"

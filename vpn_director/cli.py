@@ -260,10 +260,14 @@ def cmd_status(args, cfg, out):
     warning = engine.bridge_warning() if cfg.xray.clients else None
     if warning:
         rep["warnings"] = [warning]
+    shown = _names(cfg)
     if args.json:
-        print(json.dumps(rep, indent=1))
+        for r in (r for o in rep["objects"] for r in o.get("rules", [])):
+            if shown.of_rule(r["rule"]):
+                r["name"] = shown.of_rule(r["rule"])
+        print(json.dumps(rep, indent=1, ensure_ascii=False))
     else:
-        out.info(status.format_text(rep))
+        out.info(shown.annotate_rules(status.format_text(rep)))
         if warning:
             out.warn(warning)
     return EXIT_OK if rep["ok"] else EXIT_DRIFT
@@ -288,7 +292,8 @@ def cmd_check(args, cfg, out):
     findings = lint.lint(cfg)
     if args.live:
         findings += lint.lint_live(cfg, live.read(_tools(cfg), cfg.xray.route_table), full.ownership)
-    for level, msg in findings:
+    shown = _names(cfg)
+    for level, msg in ((level, shown.annotate(msg)) for level, msg in findings):
         if level == lint.ERROR:
             out.err("error: %s" % msg)
         else:
@@ -299,6 +304,12 @@ def cmd_check(args, cfg, out):
         cfg.path, len(xc), len(tuns), sum(1 for _, c in tuns if c), len(full.sets) + len(full.external_sets),
         len(full.external_sets)))
     return EXIT_OK
+
+
+def _names(cfg):
+    """Device names to print beside client addresses (the config's `names`, then the DHCP leases)."""
+    from .ops import names  # only the commands that print client addresses
+    return names.load(cfg)
 
 
 def cmd_install(args, out):
@@ -341,6 +352,7 @@ def cmd_trace(args, cfg, out):
     want = trace.trace(trace.from_desired(full, cfg), args.src, args.dst, args.proto, args.dport,
                        cfg.lan_interface)
     result, source = want.as_dict(), "desired state"
+    src_name = _names(cfg).get(args.src)
     if args.live:
         tools = _tools(cfg)
         seen = trace.trace(trace.from_live(live.read(tools, cfg.xray.route_table), cfg), args.src, args.dst,
@@ -350,10 +362,11 @@ def cmd_trace(args, cfg, out):
         result["differs"] = trace.difference(want, seen)
         result["kernel"] = _kernel_route(tools, cfg, args, seen.mark)
     if args.json:
-        print(json.dumps(result, indent=1, ensure_ascii=False))
+        print(json.dumps(dict(result, src_name=src_name), indent=1, ensure_ascii=False))
         return EXIT_OK
     port = ":%d" % args.dport if args.dport else ""
-    out.info("%s → %s%s %s (%s)" % (args.src, args.dst, port, args.proto, source))
+    src = "%s (%s)" % (args.src, src_name) if src_name else args.src
+    out.info("%s → %s%s %s (%s)" % (src, args.dst, port, args.proto, source))
     for i, step in enumerate(result["steps"], start=1):
         out.info("  %d. %s" % (i, step))
     out.info("route: %s  table: %s  mark: %s" % (result["route"], result["table"], result["mark"]))
