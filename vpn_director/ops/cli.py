@@ -81,7 +81,7 @@ def register(sub, common):
 # --- editing -----------------------------------------------------------------------------------
 
 def _edit(args, out, change, allow_invalid=False):
-    from . import route, txn
+    from . import names, route, txn
     log.setup(args.verbose)
     res = txn.run(args.config, change, apply=not args.no_apply, allow_invalid=allow_invalid)
     if res.cfg is not None:
@@ -102,8 +102,9 @@ def _edit(args, out, change, allow_invalid=False):
             out.info("saved; nothing to apply (names only)")
         if res.version:
             out.detail("history: version %d" % res.version)
+    shown = names.load(res.cfg) if res.cfg is not None and res.warnings else None
     for w in res.warnings:
-        out.warn(w)
+        out.warn(shown.annotate(w) if shown else w)
     return EXIT_OK
 
 
