@@ -296,3 +296,26 @@ def test_lab_table_shows_device_names(backend):
     assert labmod.run(raw, prefix="vo%d_%d" % (os.getpid() % 100000, next(_n)), backend=backend, out=lines.append)
     rows = [l for l in "\n".join(lines).splitlines() if l.startswith("192.168.50.10")]
     assert rows and all(l.startswith("192.168.50.10 (Anna's phone)") for l in rows)
+
+
+def test_an_apply_that_waited_for_the_lock_applies_the_file_as_it_is_then(router):
+    """An edit made while `apply` (a hook, the watchdog) waited for the lock is not undone by it."""
+    import fcntl
+    cfg = router.config({"xray": {"clients": ["192.168.50.10"], "exclude_sets": []}})
+    router.vpd("apply", config=cfg, check=0)
+    router.state_dir.mkdir(exist_ok=True)
+    fd = os.open(str(router.state_dir / "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        waiting = subprocess.Popen(["ip", "netns", "exec", router.ns.name, sys.executable, "-m", "vpn_director",
+                                    "-c", cfg, "apply"], env=router.env(), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, universal_newlines=True)
+        time.sleep(1.0)  # it has read the config and waits for the lock
+        raw = json.loads(open(cfg).read())
+        raw["xray"]["clients"].append("192.168.50.11")  # the edit that held the lock meanwhile
+        open(cfg, "w").write(json.dumps(raw))
+    finally:
+        os.close(fd)
+    assert waiting.wait(timeout=60) == 0, waiting.stderr.read()
+    router.vpd("status", config=cfg, check=0)
+    assert "add XRAY_CLIENTS 192.168.50.11" in router.ipset_save()

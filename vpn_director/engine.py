@@ -3,7 +3,7 @@
 import os
 import time
 
-from . import boot, desired, live, reconcile, sets, state, watchdog
+from . import boot, config, desired, live, reconcile, sets, state, watchdog
 from .live import LiveState
 
 
@@ -25,7 +25,14 @@ def apply(cfg, tools, scope="all", dry_run=False, log=lambda msg: None, full=Non
         return reconcile.plan(full, current, scope, state.load_record(cfg.state_dir))
     boot.prepare(cfg, log)
     with state.locked(cfg.state_dir, cfg.lock_timeout):
-        return apply_locked(cfg, tools, scope, full)
+        return apply_locked(cfg if full else reread(cfg), tools, scope, full)
+
+
+def reread(cfg):
+    """The config as its file says once the lock is held. An edit (the operations layer) may have
+    changed the file while this run waited for the lock; applying what was read before would undo
+    that edit in the kernel until the next run."""
+    return config.load(cfg.path) if os.path.isfile(cfg.path) else cfg
 
 
 def apply_locked(cfg, tools, scope="all", full=None):
@@ -39,7 +46,8 @@ def apply_locked(cfg, tools, scope="all", full=None):
 def watch(cfg, tools, scope="all", log=lambda msg: None):
     """apply --if-changed: (plan, None) after a check, or (None, why nothing was checked)."""
     def check(s):
-        return _run(cfg, tools, desired.build(cfg), s, stop=False, only_if_changed=True)
+        current = reread(cfg)
+        return _run(current, tools, desired.build(current), s, stop=False, only_if_changed=True)
     return watchdog.run(cfg, check, log, scope, prepare=lambda: boot.prepare(cfg, log))
 
 
