@@ -191,11 +191,14 @@ def bridge(old, new):
 
 
 def _apply(old, new, scope, make_tools):
+    """Apply `new` (through the bridge config when there is one); the plan holds every step run."""
     tools = make_tools(new)
     first = bridge(old, new) if scope == "all" else None
-    if first is not None:
-        engine.apply_locked(first, tools, scope)
-    return engine.apply_locked(new, tools, scope)
+    before = engine.apply_locked(first, tools, scope) if first is not None else None
+    p = engine.apply_locked(new, tools, scope)
+    if before is not None:
+        p.steps, p.elapsed = before.steps + p.steps, before.elapsed + p.elapsed
+    return p
 
 
 def _back(old, scope, make_tools, error):
