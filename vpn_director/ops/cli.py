@@ -84,8 +84,9 @@ def _edit(args, out, change, allow_invalid=False):
     from . import names, route, txn
     log.setup(args.verbose)
     res = txn.run(args.config, change, apply=not args.no_apply, allow_invalid=allow_invalid)
-    if res.cfg is not None:
-        log.configure(res.cfg.log_syslog, res.cfg.log_file, res.cfg.log_max_bytes)
+    problem = log.configure(res.cfg.log_syslog, res.cfg.log_file, res.cfg.log_max_bytes) if res.cfg else None
+    if problem:
+        out.warn(problem)
     for n in res.notes:
         out.info(n)
     if res.summary:
