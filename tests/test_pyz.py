@@ -19,6 +19,15 @@ PKG = os.path.join(ROOT, "vpn_director")
 EXAMPLE = os.path.join(ROOT, "examples", "vpn-director.json")
 
 
+def modules():
+    """Every module of the package, subpackages included, relative to it ("ops/txn.py")."""
+    out = []
+    for d, dirs, files in os.walk(PKG):
+        dirs[:] = [x for x in dirs if x != "__pycache__"]
+        out += [os.path.relpath(os.path.join(d, f), PKG) for f in files if f.endswith(".py")]
+    return sorted(out)
+
+
 @pytest.fixture(scope="module")
 def pyz(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist") / "vpn-director.pyz"
@@ -77,8 +86,7 @@ def test_pyz_holds_the_whole_package_and_the_example(pyz):
     with zipfile.ZipFile(str(pyz)) as z:
         names = set(z.namelist())
         example = z.read("vpn_director/templates/vpn-director.json")
-    modules = {"vpn_director/" + f for f in os.listdir(PKG) if f.endswith(".py")}
-    assert modules <= names
+    assert {"vpn_director/" + f for f in modules()} <= names
     assert not [n for n in names if "__pycache__" in n]
     # bytecode beside each module, where zipimport looks: hash-based and unchecked, this
     # interpreter's magic (another version ignores it and compiles the source)
@@ -143,9 +151,7 @@ def test_core_imports_only_the_standard_library():
     if stdlib is None:
         pytest.skip("sys.stdlib_module_names needs Python 3.10+")
     outside = []
-    for f in sorted(os.listdir(PKG)):
-        if not f.endswith(".py"):
-            continue
+    for f in modules():
         tree = ast.parse(open(os.path.join(PKG, f), encoding="utf-8").read())
         for name, node, parents in _imports(tree):
             if name != "vpn_director" and name not in stdlib and not _guarded(node, parents):
@@ -160,6 +166,5 @@ def test_the_import_check_catches_a_third_party_import():
 
 
 def test_every_module_is_python_3_9_syntax():
-    for f in sorted(os.listdir(PKG)):
-        if f.endswith(".py"):
-            ast.parse(open(os.path.join(PKG, f), encoding="utf-8").read(), f, feature_version=(3, 9))
+    for f in modules():
+        ast.parse(open(os.path.join(PKG, f), encoding="utf-8").read(), f, feature_version=(3, 9))

@@ -9,6 +9,7 @@ import sys
 
 from . import __version__, config, desired, engine, lint, live, log, state, status, trace
 from .errors import EXIT_DRIFT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, UsageError, VpdError
+from .ops import cli as ops_cli
 from .tools import Tools
 
 SCOPES = ("all", "tunnel", "xray")
@@ -97,6 +98,7 @@ def build_parser():
                        help="Asuswrt-Merlin with Entware (default) or a systemd gateway")
         i.add_argument("--root", metavar="DIR", default="/",
                        help="write into this directory tree instead of / (tests, packaging)")
+    ops_cli.register(sub, common)  # client, exclude, tunnel, config
     lab = add("lab", help="throw-away virtual router in network namespaces: apply a config, send real "
                           "TCP/UDP from every client, show expected vs observed paths (needs root)")
     lab.add_argument("action", nargs="?", choices=("run", "down"), default="run",
@@ -167,6 +169,8 @@ def _run(args, out):
         log.setup(args.verbose)
     if args.command in ("install", "uninstall"):
         return cmd_install(args, out)
+    if getattr(args, "ops", None):  # the editing commands load the config under the run lock
+        return args.ops(args, out)
     cfg = config.load(args.config)
     if args.command in UNATTENDED:
         problem = log.configure(cfg.log_syslog, cfg.log_file, cfg.log_max_bytes)
@@ -317,10 +321,14 @@ def cmd_status(args, cfg, out):
     warning = engine.bridge_warning() if cfg.xray.clients else None
     if warning:
         rep["warnings"] = [warning]
+    shown = _names(cfg)
     if args.json:
-        print(json.dumps(rep, indent=1))
+        for r in (r for o in rep["objects"] for r in o.get("rules", [])):
+            if shown.of_rule(r["rule"]):
+                r["name"] = shown.of_rule(r["rule"])
+        print(json.dumps(rep, indent=1, ensure_ascii=False))
     else:
-        out.info(status.format_text(rep))
+        out.info(shown.annotate_rules(status.format_text(rep)))
         if warning:
             out.warn(warning)
     return EXIT_OK if rep["ok"] else EXIT_DRIFT
@@ -364,7 +372,8 @@ def cmd_check(args, cfg, out):
         findings += lint.lint_live(cfg, engine.read(tools, cfg, record), full, record)
         findings += lint.other_backend(engine.other_backend_chains(
             tools, set(record.get("chains", {})) | {cfg.xray.chain, cfg.td_chain}), tools.probe()[0])
-    for level, msg in findings:
+    shown = _names(cfg)
+    for level, msg in ((level, shown.annotate(msg)) for level, msg in findings):
         if level == lint.ERROR:
             out.err("error: %s" % msg)
         else:
@@ -375,6 +384,12 @@ def cmd_check(args, cfg, out):
         cfg.path, len(xc), len(tuns), sum(1 for _, c in tuns if c), len(full.sets) + len(full.external_sets),
         len(full.external_sets)))
     return EXIT_OK
+
+
+def _names(cfg):
+    """Device names to print beside client addresses (the config's `names`, then the DHCP leases)."""
+    from .ops import names  # only the commands that print client addresses
+    return names.load(cfg)
 
 
 def cmd_install(args, out):
@@ -417,6 +432,7 @@ def cmd_trace(args, cfg, out):
     want = trace.trace(trace.from_desired(full, cfg), args.src, args.dst, args.proto, args.dport,
                        cfg.lan_interface)
     result, source = want.as_dict(), "desired state"
+    src_name = _names(cfg).get(args.src)
     if args.live:
         tools = _tools(cfg)
         seen = trace.trace(trace.from_live(live.read(tools, cfg.xray.route_table), cfg), args.src, args.dst,
@@ -426,10 +442,11 @@ def cmd_trace(args, cfg, out):
         result["differs"] = trace.difference(want, seen)
         result["kernel"] = _kernel_route(tools, cfg, args, seen.mark)
     if args.json:
-        print(json.dumps(result, indent=1, ensure_ascii=False))
+        print(json.dumps(dict(result, src_name=src_name), indent=1, ensure_ascii=False))
         return EXIT_OK
     port = ":%d" % args.dport if args.dport else ""
-    out.info("%s → %s%s %s (%s)" % (args.src, args.dst, port, args.proto, source))
+    src = "%s (%s)" % (args.src, src_name) if src_name else args.src
+    out.info("%s → %s%s %s (%s)" % (src, args.dst, port, args.proto, source))
     for i, step in enumerate(result["steps"], start=1):
         out.info("  %d. %s" % (i, step))
     out.info("route: %s  table: %s  mark: %s" % (result["route"], result["table"], result["mark"]))

@@ -6,7 +6,7 @@ import os
 import re
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from . import tables
 from .errors import ConfigError
@@ -26,6 +26,8 @@ HOSTNAME_RE = re.compile(
 COUNTRY_RE = re.compile(r"^[A-Za-z]{2}$")
 # A number with a leading zero: ipaddress reads the prefix length in `192.168.1.9/08` as /8.
 LEADING_ZERO_RE = re.compile(r"(^|[./])0\d")
+DEFAULT_LEASES = "/var/lib/misc/dnsmasq.leases"  # dnsmasq's default: Asuswrt-Merlin and Debian alike
+NAME_MAX = 64  # characters of a device name in `names`
 BUILTIN_CHAINS = {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
 # A chain may not share a target's name: iptables refuses it (nft; legacy for the verdicts) or,
 # worse, `-j MARK`/`-j TPROXY` would jump into the chain instead of running the target.
@@ -91,6 +93,8 @@ class Config:
     log_file: Optional[str] = None
     log_max_bytes: int = 256 << 10
     watchdog_min_interval: int = 10  # seconds between two re-applies by `apply --if-changed`
+    names: Dict[ipaddress.IPv4Network, str] = field(default_factory=dict)  # device names, shown with addresses
+    leases_file: str = DEFAULT_LEASES  # DHCP leases: more device names, and names/MACs for `client add`
 
     def td_mark(self, slot):
         return (slot << self.td_mark_shift) & self.td_mark_mask
@@ -101,12 +105,12 @@ class Config:
 
 
 KNOWN = {
-    "": {"data_dir", "paused_clients", "xray", "tunnel_director", "advanced", "ipsets"},
+    "": {"data_dir", "paused_clients", "xray", "tunnel_director", "advanced", "ipsets", "names"},
     "xray": {"clients", "servers", "exclude_ips", "exclude_sets"},
     "tunnel_director": {"tunnels"},
     "tunnel": {"clients", "exclude"},
     "advanced": {"xray", "tunnel_director", "boot", "lan_interface", "state_dir", "rt_tables",
-                 "iptables", "lock_timeout", "log", "watchdog"},
+                 "iptables", "lock_timeout", "log", "watchdog", "leases_file"},
     "advanced.xray": {"tproxy_port", "route_table", "rule_pref", "fwmark", "fwmark_mask", "chain",
                       "clients_ipset", "servers_ipset", "bypass_ipset"},
     "advanced.tunnel_director": {"chain", "pref_base", "mark_mask", "mark_shift"},
@@ -305,6 +309,12 @@ def read_raw(path):
         text = data.decode("utf-8-sig")  # editors on Windows start the file with a BOM
     except UnicodeDecodeError as e:
         raise ConfigError(["%s: not UTF-8 text (byte %d)" % (path, e.start)])
+    return parse_text(text, path)
+
+
+def parse_text(text, path="<config>"):
+    """JSON text -> raw config: key order kept (tunnel order is semantic), duplicate keys marked
+    so that validate() reports them; nesting bounded (validation recurses)."""
     try:
         raw = json.loads(text, object_pairs_hook=_pairs_hook)
         too_deep = _depth(raw) > MAX_CONFIG_DEPTH
@@ -400,6 +410,8 @@ def validate(raw, path="<config>"):
     cfg.ipset_timeout = c.integer(ips.get("timeout"), "ipsets.timeout", IPSET_TIMEOUT, 1, 600)
     cfg.ipset_max_bytes = c.integer(ips.get("max_bytes"), "ipsets.max_bytes", IPSET_MAX_BYTES, 1024, 1 << 30)
     _service(c, adv, boot, cfg)
+    cfg.names = _names(c, raw.get("names"))
+    cfg.leases_file = c.path(adv.get("leases_file"), "advanced.leases_file", DEFAULT_LEASES)
     _check_marks(c, cfg)
     cfg.tunnels = _tunnels(c, raw.get("tunnel_director"), names, cfg)
     _check_collisions(c, cfg)
@@ -523,6 +535,25 @@ def _service(c, adv, boot, cfg):
     wd = c.obj(adv.get("watchdog"), "advanced.watchdog")
     c.unknown(wd, "advanced.watchdog", "advanced.watchdog")
     cfg.watchdog_min_interval = c.integer(wd.get("min_interval"), "advanced.watchdog.min_interval", 10, 0, 3600)
+
+
+def _names(c, raw):
+    """`names`: IPv4 address or CIDR -> a device name shown wherever that client is printed."""
+    out = {}
+    for key, value in c.obj(raw, "names").items():
+        p = "names.%s" % key
+        try:
+            net = parse_net(key)
+        except ValueError:
+            c.err(p, "%r is not an IPv4 address or CIDR" % (key,))
+            continue
+        if not isinstance(value, str) or not value.strip() or len(value) > NAME_MAX or not value.isprintable():
+            c.err(p, "%r is not a name (1-%d printable characters)" % (value, NAME_MAX))
+        elif net in out:
+            c.err(p, "%s is named twice" % net)
+        else:
+            out[net] = value.strip()
+    return out
 
 
 def _check_marks(c, cfg):

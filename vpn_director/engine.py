@@ -3,7 +3,7 @@
 import os
 import time
 
-from . import boot, desired, live, owned, reconcile, servers, sets, state, steps, watchdog
+from . import boot, config, desired, live, owned, reconcile, servers, sets, state, steps, watchdog
 from .errors import ToolError
 from .live import LiveState
 
@@ -34,11 +34,19 @@ def apply(cfg, tools, scope="all", dry_run=False, log=lambda msg: None, warn=Non
         return _plan(full, current, scope, record, warn)
     boot.prepare(cfg, log)
     with state.locked(cfg.state_dir, cfg.lock_timeout, say=say):
-        return apply_locked(cfg, tools, scope, warn)
+        return apply_locked(reread(cfg), tools, scope, warn)
+
+
+def reread(cfg):
+    """The config as its file says once the lock is held. An edit (the operations layer) may have
+    changed the file while this run waited for the lock; applying what was read before would undo
+    that edit in the kernel until the next run."""
+    return config.load(cfg.path) if os.path.isfile(cfg.path) else cfg
 
 
 def apply_locked(cfg, tools, scope="all", warn=lambda msg: None):
-    """apply, for a caller that already holds the run lock."""
+    """apply for a caller that already holds the run lock (the operations layer): a second flock
+    on the same lock file from this process would wait for itself. No boot wait."""
     watchdog.mark(cfg.state_dir, scope, started=True)  # even if this run fails, the watchdog retries
     # built after the boot wait: server names resolve once the WAN is up
     return _run(cfg, tools, scope, stop=False, warn=warn)
@@ -47,7 +55,7 @@ def apply_locked(cfg, tools, scope="all", warn=lambda msg: None):
 def watch(cfg, tools, scope="all", log=lambda msg: None, warn=None):
     """apply --if-changed: (plan, None) after a check, or (None, why nothing was checked)."""
     def check(s):
-        return _run(cfg, tools, s, stop=False, only_if_changed=True, warn=warn or log)
+        return _run(reread(cfg), tools, s, stop=False, only_if_changed=True, warn=warn or log)
     return watchdog.run(cfg, check, log, scope, prepare=lambda: boot.prepare(cfg, log))
 
 

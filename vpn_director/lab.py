@@ -18,6 +18,7 @@ import sys
 
 from . import config as cfgmod
 from . import desired, trace
+from .ops import names
 from .config import IFNAME_RE
 
 PORT = 7000
@@ -311,6 +312,7 @@ def run(raw, keep=False, prefix="vpdlab", backend=None, out=print):
         if applied.returncode != 0:
             raise LabError("apply failed: %s" % (applied.stderr or applied.stdout).strip())
         expect = lab.expectation()
+        shown = names.load(cfg)  # the owner's device names beside the client addresses
         rows, good = [], True
         for client in lab.clients:
             answers = lab.probe(client)
@@ -321,7 +323,7 @@ def run(raw, keep=False, prefix="vpdlab", backend=None, out=print):
                 if ok and want == "xray":  # Xray must see the original destination
                     ok = answer.split()[1:] == ["%s:%d" % (target["dst"], PORT)]
                 good &= ok
-                rows.append((client, role(cfg, client), target["dst"], target["proto"], want, answer, ok))
+                rows.append((shown.label(client), role(cfg, client), target["dst"], target["proto"], want, answer, ok))
         out(_table(rows))
         out("%d of %d probes took the expected path" % (sum(r[-1] for r in rows), len(rows)))
         if keep:
