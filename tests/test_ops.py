@@ -141,6 +141,17 @@ def test_already_so_changes_nothing(conf):
     assert open(path, "rb").read() == before
 
 
+def test_edits_read_the_file_as_apply_does(conf):
+    """A config that apply accepts (a BOM) can be edited; one apply refuses (over 1 MiB) cannot."""
+    path = conf()
+    data = open(path, "rb").read()
+    open(path, "wb").write(b"\xef\xbb\xbf" + data)
+    assert edit(path, clients.pause("192.168.50.77")).summary == "client 192.168.50.77: paused"
+    open(path, "wb").write(data[:-2] + b" " * config.MAX_CONFIG_BYTES + b"}\n")
+    with pytest.raises(ConfigError, match="larger than 1024 KiB"):
+        edit(path, clients.pause("192.168.50.78"))
+
+
 def test_client_edits(conf):
     path = conf()
     assert edit(path, clients.add("192.168.50.30/32", "wgc2")).summary == "client 192.168.50.30: added to wgc2"

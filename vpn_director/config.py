@@ -303,6 +303,11 @@ def read_raw(path):
             data = fh.read(MAX_CONFIG_BYTES + 1)  # bounded: `-c /dev/zero` must not fill memory
     except OSError as e:
         raise ConfigError(["%s: cannot read config: %s" % (path, e.strerror or e)])
+    return parse_bytes(data, path)
+
+
+def parse_bytes(data, path="<config>"):
+    """A config file's bytes (at most MAX_CONFIG_BYTES + 1 of them read) -> raw config."""
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(["%s: larger than %d KiB: not a vpn-director config" % (path, MAX_CONFIG_BYTES >> 10)])
     try:

@@ -42,15 +42,11 @@ def read(path):
     real = os.path.realpath(path)
     try:
         with open(real, "rb") as fh:
-            data = fh.read()
+            data = fh.read(config.MAX_CONFIG_BYTES + 1)  # the same bound, BOM and depth rules as apply
             st = os.fstat(fh.fileno())
     except OSError as e:
         raise ConfigError(["%s: cannot read config: %s" % (path, e.strerror or e)])
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(["%s: not UTF-8: %s" % (path, e)])
-    return Snapshot(real, data, st, config.parse_text(text, path))
+    return Snapshot(real, data, st, config.parse_bytes(data, path))
 
 
 def dumps(raw, indent="  "):
