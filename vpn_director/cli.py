@@ -7,7 +7,7 @@ import os
 import select
 import sys
 
-from . import __version__, config, desired, engine, lint, live, log, state, status, trace
+from . import __version__, config, engine, lint, live, log, state, status, trace
 from .errors import EXIT_DRIFT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, UsageError, VpdError
 from .ops import cli as ops_cli
 from .tools import Tools
@@ -324,8 +324,9 @@ def cmd_status(args, cfg, out):
     shown = _names(cfg)
     if args.json:
         for r in (r for o in rep["objects"] for r in o.get("rules", [])):
-            if shown.of_rule(r["rule"]):
-                r["name"] = shown.of_rule(r["rule"])
+            name = shown.of_rule(r["rule"])
+            if name:
+                r["name"] = name
         print(json.dumps(rep, indent=1, ensure_ascii=False))
     else:
         out.info(shown.annotate_rules(status.format_text(rep)))
@@ -370,8 +371,8 @@ def cmd_check(args, cfg, out):
     if args.live:
         tools = _tools(cfg)
         findings += lint.lint_live(cfg, engine.read(tools, cfg, record), full, record)
-        findings += lint.other_backend(engine.other_backend_chains(
-            tools, set(record.get("chains", {})) | {cfg.xray.chain, cfg.td_chain}), tools.probe()[0])
+        findings += lint.other_backend(engine.other_backend_chains(tools, record, full.ownership),
+                                       tools.probe()[0])
     shown = _names(cfg)
     for level, msg in ((level, shown.annotate(msg)) for level, msg in findings):
         if level == lint.ERROR:

@@ -11,6 +11,7 @@ from .model import (SHARED, TUNNEL, XRAY, ChainSpec, DesiredState, JumpSpec, Own
 
 # `ip -N route show` prints type and scope as numbers: local = 2, host = 254.
 XRAY_ROUTE_SHOWN = "2 default dev lo scope 254"
+XRAY_ROUTE_ADD = "local default dev lo"  # what `ip route replace ... table N` is given for it
 # The document's fixed private/special destinations, in its order.
 FIXED_RETURNS = ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
                  "169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32")
@@ -84,7 +85,7 @@ def _xray(cfg, state, clients, resolver, needed):
     state.chains.append(ChainSpec(x.chain, tuple(rules), XRAY))
     state.jumps.append(JumpSpec(x.chain, "-i %s -j %s" % (cfg.lan_interface, x.chain), True, XRAY))
     state.rules.append(RuleSpec(x.rule_pref, x.fwmark, x.fwmark_mask, x.route_table, XRAY))
-    state.routes.append(RouteSpec(x.route_table, "local default dev lo", XRAY_ROUTE_SHOWN, XRAY))
+    state.routes.append(RouteSpec(x.route_table, XRAY_ROUTE_ADD, XRAY_ROUTE_SHOWN, XRAY))
 
 
 def _tunnels(cfg, state, tunnels, needed):

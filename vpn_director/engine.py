@@ -6,6 +6,7 @@ import time
 from . import boot, config, desired, live, owned, reconcile, servers, sets, state, steps, watchdog
 from .errors import ToolError
 from .live import LiveState
+from .tools import other_backend
 
 
 def render_batches(full):
@@ -117,21 +118,23 @@ def _check_backend(tools, record, own):
     backend = tools.probe()[0]
     if record.get("backend") == backend:
         return
-    ours = other_backend_chains(tools, set(record.get("chains", {})) | {own.xray_chain, own.td_chain})
+    ours = other_backend_chains(tools, record, own)
     if ours:
+        other = other_backend(backend)
         raise ToolError("preflight", "vpn-director's chain(s) %s are live in the other iptables backend (%s); "
                         "run `VPD_IPTABLES=%s vpn-director stop` first, or set advanced.iptables to it"
-                        % (", ".join(ours), "legacy" if backend == "nft" else "nft",
-                           "legacy" if backend == "nft" else "nft"))
+                        % (", ".join(ours), other, other))
 
 
-def other_backend_chains(tools, names):
-    """Which of these chain names exist in the mangle table of the iptables backend not in use."""
+def other_backend_chains(tools, record, own):
+    """Our chains (the recorded ones and the config's) that exist in the mangle table of the
+    iptables backend not in use."""
     text = tools.other_backend_save()
     if text is None:
         return []
     other = LiveState()
     live.parse_iptables_save(text, other)
+    names = set(record.get("chains", {})) | {own.xray_chain, own.td_chain}
     return sorted(n for n in names if n in other.chains)
 
 

@@ -6,6 +6,7 @@ from bisect import bisect_left, bisect_right
 
 from . import config as cfgmod
 from . import owned
+from . import tools
 from .desired import FIXED_RETURNS, XRAY_ROUTE_SHOWN
 
 WARN, ERROR = "warning", "error"
@@ -160,7 +161,7 @@ def other_backend(chains, backend):
     """Our chains found in the iptables backend not in use: apply and stop refuse to run."""
     if not chains:
         return []
-    other = "legacy" if backend == "nft" else "nft"
+    other = tools.other_backend(backend)
     return [(ERROR, "chain(s) %s are live in the %s iptables backend while this run uses %s: apply and stop "
                     "refuse until `VPD_IPTABLES=%s vpn-director stop` removes them" % (", ".join(chains), other,
                                                                                        backend, other))]

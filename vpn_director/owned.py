@@ -10,6 +10,7 @@ is taken as ours, so an upgrade can still clean up behind itself.
 
 import re
 
+from .desired import XRAY_ROUTE_ADD, XRAY_ROUTE_SHOWN
 from .model import XRAY
 
 # The only rule shape we create: "from all fwmark 0xM/0xK lookup T" (as `ip -N rule show` prints it).
@@ -64,10 +65,9 @@ def routes(full, live, record):
         if shown in live.routes.get(table, []):
             out.add((table, add, shown, comp))
     if legacy(record):
-        from .desired import XRAY_ROUTE_SHOWN
         t = full.ownership.route_table
         if XRAY_ROUTE_SHOWN in live.routes.get(t, []):
-            out.add((t, "local default dev lo", XRAY_ROUTE_SHOWN, XRAY))
+            out.add((t, XRAY_ROUTE_ADD, XRAY_ROUTE_SHOWN, XRAY))
     return sorted(out)
 
 

@@ -12,7 +12,7 @@ created it, and only if it still looks like something we create.
 
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from . import owned, render
 from .errors import DataError
@@ -87,7 +87,8 @@ def plan(full, live, scope, record, stop=False):
     ours = owned.rules(full, live, record)
     rules_add, rules_del, conflicts = _rules_diff(d, live, comps, own, ours)
     tmp_rules, tmp_marks = _staging(full, d, live, conflicts, own)
-    routes_add, routes_del = routes_diff(d, live, comps, owned.routes(full, live, record))
+    our_routes = owned.routes(full, live, record)
+    routes_add, routes_del = routes_diff(d, live, comps, our_routes)
     adds = [render.rule_line("add", r.pref, r.text) for r in rules_add if r.mark not in conflicts]
     adds += [render.rule_line("add", r.pref, r.text) for r in tmp_rules]
     adds += [render.route_line("replace", r.add, r.table) for r in routes_add]
@@ -125,7 +126,7 @@ def plan(full, live, scope, record, stop=False):
         steps.append(Step("remove stale sets", "ipset", "\n".join(destroy) + "\n", None,
                           ["set %s: removed" % n for n in stale_sets],
                           before=dict({n: live.sets[n] for n in stale_sets}, **{t: None for t in tmp_sets})))
-    new = _next_record(d, live, comps, record, stale_sets, ours, owned.routes(full, live, record))
+    new = _next_record(d, live, comps, record, stale_sets, ours, our_routes)
     intent = _union(record, new, tmp_rules)
     return Plan(steps, new, intent, warnings)
 

@@ -28,6 +28,11 @@ LINE_PATTERNS = [
 ]
 
 
+def other_backend(backend):
+    """The iptables backend not in use."""
+    return "legacy" if backend == "nft" else "nft"
+
+
 class Tools:
     """Runs iptables-restore/-save, ipset and ip. `backend` is auto, legacy or nft."""
 
@@ -130,7 +135,7 @@ class Tools:
     def other_backend_save(self):
         """`iptables-save -t mangle` of the backend we are not using, or None if it is not installed."""
         backend, _, _, _ = self.probe()
-        other = "iptables-%s-save" % ("legacy" if backend == "nft" else "nft")
+        other = "iptables-%s-save" % other_backend(backend)
         if not shutil.which(other, path=self.env.get("PATH")):
             return None
         try:
