@@ -21,7 +21,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, machine, summary, timed, vpd_argv, write_block, write_zones  # noqa: E402
+from common import compile_package, ROOT, machine, summary, timed, vpd_argv, write_block, write_zones  # noqa: E402
 
 TUNNELS = ["wgc%d" % i for i in range(1, 6)] + ["ovpnc%d" % i for i in range(1, 4)]
 SIZES = {"ru": 2000, "ua": 2000}
@@ -97,6 +97,7 @@ def main():
     ap.add_argument("--config", metavar="DIR", help="only write the config into DIR and print its path")
     ap.add_argument("--write", metavar="FILE", help="also replace the results block in FILE")
     args = ap.parse_args()
+    compile_package()
     if args.config:
         print(write_config(args.config, args.clients))
         return 0

@@ -22,7 +22,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, machine, summary, timed, write_block, zone_text  # noqa: E402
+from common import compile_package, ROOT, machine, summary, timed, write_block, zone_text  # noqa: E402
 
 SIZES = {"ru": 40000, "cn": 25000, "ir": 15000, "by": 10000, "kz": 6000, "ua": 4000}
 CHANGES = [0.01, 0.05, 0.10, 0.20, 0.30]  # of the lines; about twice that of the members
@@ -135,6 +135,7 @@ def main():
     args = ap.parse_args()
     if args.worker:
         return worker(*args.worker)
+    compile_package()
     if os.geteuid() != 0:
         sys.exit("bench/ipsets.py needs root (it creates a network namespace)")
     with tempfile.TemporaryDirectory() as tmp, Bench(tmp, args.prefixes) as b:

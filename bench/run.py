@@ -27,7 +27,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, machine, summary, timed, vpd_argv, write_block, write_zones, zone_text  # noqa: E402
+from common import compile_package, ROOT, machine, summary, timed, vpd_argv, write_block, write_zones, zone_text  # noqa: E402
 
 COUNTRIES = ["ru", "ua", "by", "kz", "cn", "ir"]
 
@@ -228,6 +228,7 @@ def main():
     ap.add_argument("--backends", default="legacy,nft")
     ap.add_argument("--write", metavar="FILE", help="also replace the results block in FILE")
     args = ap.parse_args()
+    compile_package()
     if os.geteuid() != 0:
         sys.exit("bench/run.py needs root (network namespaces)")
     workdir = tempfile.mkdtemp(prefix="vpd-bench-")

@@ -18,7 +18,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, machine, write_block, write_zones  # noqa: E402
+from common import compile_package, ROOT, machine, write_block, write_zones  # noqa: E402
 
 sys.path.insert(0, ROOT)
 from vpn_director import config, desired, trace  # noqa: E402
@@ -47,6 +47,7 @@ def main():
     ap.add_argument("--lookups", type=int, default=50000)
     ap.add_argument("--write", metavar="FILE", help="also replace the results block in FILE")
     args = ap.parse_args()
+    compile_package()
     with tempfile.TemporaryDirectory() as tmp:
         path = setup(tmp, args.prefixes)
         cfg = config.load(path)

@@ -677,3 +677,17 @@ def test_invalid_configs_leave_the_kernel_untouched(router):
                                                             "\n".join(failures))
     # the valid config still applies as a no-op afterwards
     assert "no changes" in router.vpd("apply", config=router.config(VALID), check=0).stdout
+
+
+def test_reread_under_the_lock_loads_only_a_changed_file(tmp_path):
+    """apply re-reads the config once it holds the lock; an unchanged file is not validated twice."""
+    from vpn_director import engine
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"data_dir": str(tmp_path), "xray": {"clients": ["192.168.1.10"]}}))
+    cfg = config.load(str(path))
+    assert engine.reread(cfg) is cfg
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps({"data_dir": str(tmp_path), "xray": {"clients": ["192.168.1.11"]}}))
+    os.replace(str(new), str(path))  # as an edit writes it
+    again = engine.reread(cfg)
+    assert [str(n) for n in again.xray.clients] == ["192.168.1.11/32"]

@@ -95,6 +95,7 @@ class Config:
     watchdog_min_interval: int = 10  # seconds between two re-applies by `apply --if-changed`
     names: Dict[ipaddress.IPv4Network, str] = field(default_factory=dict)  # device names, shown with addresses
     leases_file: str = DEFAULT_LEASES  # DHCP leases: more device names, and names/MACs for `client add`
+    file_id: Optional[Tuple[int, int, int]] = None  # the file as loaded: (inode, size, mtime in ns)
 
     def td_mark(self, slot):
         return (slot << self.td_mark_shift) & self.td_mark_mask
@@ -293,7 +294,19 @@ def _pairs_hook(pairs):
 def load(path=None, env=os.environ):
     """Read and validate the config file; raise ConfigError listing every problem."""
     path = path or env.get("VPD_CONFIG") or DEFAULT_PATH
-    return validate(read_raw(path), path)
+    ident = file_id(path)  # taken before reading: a change after it shows as a different id
+    cfg = validate(read_raw(path), path)
+    cfg.file_id = ident
+    return cfg
+
+
+def file_id(path):
+    """(inode, size, mtime in ns) of a file, or None: an edit (a rename over it) changes it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def read_raw(path):

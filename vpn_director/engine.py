@@ -41,7 +41,9 @@ def apply(cfg, tools, scope="all", dry_run=False, log=lambda msg: None, warn=Non
 def reread(cfg):
     """The config as its file says once the lock is held. An edit (the operations layer) may have
     changed the file while this run waited for the lock; applying what was read before would undo
-    that edit in the kernel until the next run."""
+    that edit in the kernel until the next run. Unchanged, it is not read and validated again."""
+    if cfg.file_id is not None and config.file_id(cfg.path) == cfg.file_id:
+        return cfg
     return config.load(cfg.path) if os.path.isfile(cfg.path) else cfg
 
 
