@@ -39,6 +39,11 @@ TARGET_NAMES = {
     "TCPOPTSTRIP", "TEE", "TOS", "TPROXY", "TRACE", "TTL", "ULOG",
 }
 IPTABLES_BACKENDS = ("auto", "legacy", "nft")
+KILL_ACTIONS = ("unreachable", "prohibit", "blackhole")
+IPV6_MODES = ("block", "ignore")
+OTHER_PROTOCOLS = ("direct", "drop")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+MERLIN_BAND = (10000, 12220)  # Asuswrt-Merlin's own VPN Director and kill-switch rule priorities
 
 
 @dataclass
@@ -55,6 +60,7 @@ class Xray:
     chain: str
     clients_ipset: str
     servers_ipset: str
+    other_protocols: str = "direct"  # protocols TPROXY cannot take (ICMP, GRE...): direct | drop
 
 
 @dataclass
@@ -64,6 +70,7 @@ class Tunnel:
     slot: int  # 1-based position in the file
     clients: List[ipaddress.IPv4Network]
     exclude: List[str]
+    kill_switch: Optional[bool] = None  # per-tunnel override of advanced.kill_switch.enabled
 
 
 @dataclass
@@ -96,6 +103,11 @@ class Config:
     names: Dict[ipaddress.IPv4Network, str] = field(default_factory=dict)  # device names, shown with addresses
     leases_file: str = DEFAULT_LEASES  # DHCP leases: more device names, and names/MACs for `client add`
     file_id: Optional[Tuple[int, int, int]] = None  # the file as loaded: (inode, size, mtime in ns)
+    kill_switch: bool = True  # a guard rule per tunnel: its clients never fall through to main
+    kill_action: str = "unreachable"
+    guard_pref_base: int = 16640
+    ipv6_mode: str = "block"  # block: routed clients' IPv6 is rejected by MAC; ignore: not touched
+    ipv6_macs: Dict[ipaddress.IPv4Address, str] = field(default_factory=dict)  # pinned MACs
 
     def td_mark(self, slot):
         return (slot << self.td_mark_shift) & self.td_mark_mask
@@ -107,11 +119,13 @@ class Config:
 
 KNOWN = {
     "": {"data_dir", "paused_clients", "xray", "tunnel_director", "advanced", "ipsets", "names"},
-    "xray": {"clients", "servers", "exclude_ips", "exclude_sets"},
+    "xray": {"clients", "servers", "exclude_ips", "exclude_sets", "other_protocols"},
     "tunnel_director": {"tunnels"},
-    "tunnel": {"clients", "exclude"},
+    "tunnel": {"clients", "exclude", "kill_switch"},
     "advanced": {"xray", "tunnel_director", "boot", "lan_interface", "state_dir", "rt_tables",
-                 "iptables", "lock_timeout", "log", "watchdog", "leases_file"},
+                 "iptables", "lock_timeout", "log", "watchdog", "leases_file", "kill_switch", "ipv6"},
+    "advanced.kill_switch": {"enabled", "action", "guard_pref_base"},
+    "advanced.ipv6": {"mode", "macs"},
     "advanced.xray": {"tproxy_port", "route_table", "rule_pref", "fwmark", "fwmark_mask", "chain",
                       "clients_ipset", "servers_ipset", "bypass_ipset"},
     "advanced.tunnel_director": {"chain", "pref_base", "mark_mask", "mark_shift"},
@@ -393,6 +407,7 @@ def validate(raw, path="<config>"):
                              SET_NAME_RE, "set name"),
         servers_ipset=c.name(ax.get(servers_key), "advanced.xray." + servers_key, "XRAY_SERVERS",
                              SET_NAME_RE, "set name"),
+        other_protocols=_choice(c, xr.get("other_protocols"), "xray.other_protocols", "direct", OTHER_PROTOCOLS),
     )
     if "servers_ipset" in ax and "bypass_ipset" in ax and ax["servers_ipset"] != ax["bypass_ipset"]:
         c.err("advanced.xray.bypass_ipset", "conflicts with advanced.xray.servers_ipset (%r); keep one"
@@ -433,6 +448,7 @@ def validate(raw, path="<config>"):
     _check_marks(c, cfg)
     cfg.tunnels = _tunnels(c, raw.get("tunnel_director"), names, cfg)
     _check_collisions(c, cfg)
+    _leaks(c, adv, cfg)
     if c.problems:
         raise ConfigError(c.problems)
     cfg.warnings = c.warnings
@@ -522,9 +538,13 @@ def _tunnels(c, raw, names, cfg):
             c.err(p, "must be an object with 'clients' and 'exclude', got %s" % _tname(body))
             continue
         c.unknown(body, "tunnel", p)
+        ks = body.get("kill_switch")
+        if ks is not None and not isinstance(ks, bool):
+            c.err(p + ".kill_switch", "must be true or false, got %r" % (ks,))
+            ks = None
         out.append(Tunnel(name=name, table=table or 0, slot=slot,
                           clients=c.nets(body.get("clients"), p + ".clients"),
-                          exclude=c.set_names(body.get("exclude"), p + ".exclude")))
+                          exclude=c.set_names(body.get("exclude"), p + ".exclude"), kill_switch=ks))
     if len(out) > cfg.td_max_slots > 0:
         c.err("tunnel_director.tunnels", "%d tunnels do not fit in mark mask %#x (%d slots)"
               % (len(out), cfg.td_mark_mask, cfg.td_max_slots))
@@ -553,6 +573,61 @@ def _service(c, adv, boot, cfg):
     wd = c.obj(adv.get("watchdog"), "advanced.watchdog")
     c.unknown(wd, "advanced.watchdog", "advanced.watchdog")
     cfg.watchdog_min_interval = c.integer(wd.get("min_interval"), "advanced.watchdog.min_interval", 10, 0, 3600)
+
+
+def _leaks(c, adv, cfg):
+    """advanced.kill_switch and advanced.ipv6: what keeps routed clients off the WAN."""
+    ks = c.obj(adv.get("kill_switch"), "advanced.kill_switch")
+    c.unknown(ks, "advanced.kill_switch", "advanced.kill_switch")
+    enabled = ks.get("enabled", True)
+    if not isinstance(enabled, bool):
+        c.err("advanced.kill_switch.enabled", "must be true or false, got %r" % (enabled,))
+    cfg.kill_switch = enabled is not False
+    cfg.kill_action = _choice(c, ks.get("action"), "advanced.kill_switch.action", "unreachable", KILL_ACTIONS)
+    # Guards sit after every lookup rule (the whole slot range), before main at 32766, and
+    # outside the firmware's band, whose rules Merlin deletes by priority. By default they
+    # start just past the lookups' range plus one (16640 with the default 16384 and 255 slots).
+    m = cfg.td_mark_mask
+    slots = max(m >> ((m & -m).bit_length() - 1) if m else 1, len(cfg.tunnels), 1)
+    last_lookup = cfg.td_pref_base + slots - 1
+    base = c.integer(ks.get("guard_pref_base"), "advanced.kill_switch.guard_pref_base", last_lookup + 2, 1, 32765)
+    cfg.guard_pref_base = base
+    p = "advanced.kill_switch.guard_pref_base"
+    if not (cfg.kill_switch or any(t.kill_switch for t in cfg.tunnels)):
+        pass  # no guards: their priorities do not matter
+    elif base <= last_lookup:
+        c.err(p, "%d must be above the tunnel lookup priorities %d..%d" % (base, cfg.td_pref_base, last_lookup))
+    elif base + slots - 1 > 32765:
+        c.err(p, "%d + %d slots would reach past priority 32765" % (base, slots))
+    elif base <= MERLIN_BAND[1] and base + slots - 1 >= MERLIN_BAND[0]:
+        c.err(p, "%d..%d overlaps the firmware's rule priorities %d..%d"
+              % (base, base + slots - 1, MERLIN_BAND[0], MERLIN_BAND[1]))
+    elif base <= cfg.xray.rule_pref <= base + slots - 1:
+        c.err(p, "%d..%d contains advanced.xray.rule_pref %d" % (base, base + slots - 1, cfg.xray.rule_pref))
+
+    v6 = c.obj(adv.get("ipv6"), "advanced.ipv6")
+    c.unknown(v6, "advanced.ipv6", "advanced.ipv6")
+    cfg.ipv6_mode = _choice(c, v6.get("mode"), "advanced.ipv6.mode", "block", IPV6_MODES)
+    for key, mac in c.obj(v6.get("macs"), "advanced.ipv6.macs").items():
+        p = "advanced.ipv6.macs.%s" % key
+        try:
+            if LEADING_ZERO_RE.search(key):
+                raise ValueError
+            addr = ipaddress.IPv4Address(key)
+        except ValueError:
+            c.err(p, "%r is not an IPv4 address" % (key,))
+            continue
+        if not isinstance(mac, str) or not MAC_RE.match(mac.lower().replace("-", ":")):
+            c.err(p, "%r is not a MAC address (aa:bb:cc:dd:ee:ff)" % (mac,))
+            continue
+        cfg.ipv6_macs[addr] = mac.lower().replace("-", ":")
+
+
+def guarded(cfg, tun):
+    """Does this tunnel get a kill-switch guard? Never for the main table (it is the WAN)."""
+    if tun.table == 254:
+        return False
+    return cfg.kill_switch if tun.kill_switch is None else tun.kill_switch
 
 
 def _names(c, raw):
