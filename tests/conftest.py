@@ -46,5 +46,6 @@ def build_cfg(tmp_path):
     rt.write_text("111 wgc1\n114 ovpnc3\n")
 
     def build(raw):
-        return config.validate(dict(raw, data_dir=str(tmp_path), advanced={"rt_tables": str(rt)}))
+        return config.validate(dict(raw, data_dir=str(tmp_path), advanced=dict(raw.get("advanced", {}),
+                                                                               rt_tables=str(rt))))
     return build

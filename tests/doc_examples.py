@@ -54,10 +54,13 @@ MANGLE = {
     ]}, [XRAY_JUMP, TUN_JUMP]),
 }
 
-# `ip -N rule show` lines we add (tests map ovpnc3 -> 114, wgc1 -> 111 in their rt_tables)
+# `ip -N rule show` lines we add (tests map ovpnc3 -> 114, wgc1 -> 111 in their rt_tables).
+# Beyond the document: the kill-switch guard after the lookups (on by default; 7 = unreachable).
+GUARD_1 = "16640:\tfrom all fwmark 0x10000/0xff0000 7"
 RULES = {
     1: ["200:\tfrom all fwmark 0x100/0x100 lookup 100"],
-    2: ["16384:\tfrom all fwmark 0x10000/0xff0000 lookup 114"],
-    3: ["200:\tfrom all fwmark 0x100/0x100 lookup 100", "16384:\tfrom all fwmark 0x10000/0xff0000 lookup 111"],
+    2: ["16384:\tfrom all fwmark 0x10000/0xff0000 lookup 114", GUARD_1],
+    3: ["200:\tfrom all fwmark 0x100/0x100 lookup 100", "16384:\tfrom all fwmark 0x10000/0xff0000 lookup 111",
+        GUARD_1],
 }
 XRAY_ROUTE = "local default dev lo scope host"

@@ -1,5 +1,6 @@
 """Rendered batches for the document's examples (no kernel needed)."""
 
+import ipaddress
 import json
 
 import pytest
@@ -39,7 +40,9 @@ def test_example_2_tunnel_chain_slot_mark_pref(build):
         "-s 192.168.1.5/32 -m set --match-set ru dst -j RETURN",
         "-s 192.168.1.5/32 -m mark --mark 0x0/0xff0000 -j MARK --set-xmark 0x10000/0xff0000",
     ]
-    assert [(r.pref, r.text) for r in s.rules] == [(16384, "from all fwmark 0x10000/0xff0000 lookup 114")]
+    # the lookup, then its kill-switch guard (`ip -N rule show` prints unreachable as 7)
+    assert [(r.pref, r.text) for r in s.rules] == [(16384, "from all fwmark 0x10000/0xff0000 lookup 114"),
+                                                   (16640, "from all fwmark 0x10000/0xff0000 7")]
     assert [j.spec for j in s.jumps] == ["-i br0 -m mark --mark 0x0/0xff0000 -j TUN_DIR"]
     assert {x.name for x in s.sets} == {"ru"}
 
@@ -48,7 +51,7 @@ def test_example_3_both(build):
     s = build(EXAMPLE_3)
     assert list(chain(s, "XRAY_TPROXY")[0].rules) == XRAY_CHAIN
     assert chain(s, "TUN_DIR")[0].rules[1].endswith("--set-xmark 0x10000/0xff0000")
-    assert [r.pref for r in s.rules] == [200, 16384]
+    assert [r.pref for r in s.rules] == [200, 16384, 16640]
 
 
 def test_render_text_order_and_jump_positions(build):
@@ -60,6 +63,7 @@ def test_render_text_order_and_jump_positions(build):
     assert b["ip"].splitlines() == [
         "rule add pref 200 from all fwmark 0x100/0x100 lookup 100",
         "rule add pref 16384 from all fwmark 0x10000/0xff0000 lookup 111",
+        "rule add pref 16640 from all fwmark 0x10000/0xff0000 unreachable",
         "route replace local default dev lo table 100",
     ]
     assert "create ru hash:net family inet hashsize 1024 maxelem 65536" in b["ipset"].splitlines()
@@ -71,7 +75,9 @@ def test_tunnel_order_decides_slot_mark_and_pref(build, tmp_path):
         "wgc1": {"clients": ["192.168.1.6", "192.168.2.0/24"], "exclude": ["ru"]},
     }}}
     s = build(raw)
-    assert [(r.pref, r.mark, r.table) for r in s.rules] == [(16384, 0x10000, 114), (16385, 0x20000, 111)]
+    assert [(r.pref, r.mark, r.table, r.action) for r in s.rules] == [
+        (16384, 0x10000, 114, None), (16640, 0x10000, 0, "unreachable"),
+        (16385, 0x20000, 111, None), (16641, 0x20000, 0, "unreachable")]
     rules = chain(s, "TUN_DIR")[0].rules
     assert rules == (
         "-s 192.168.1.5/32 -m mark --mark 0x0/0xff0000 -j MARK --set-xmark 0x10000/0xff0000",
@@ -152,3 +158,41 @@ def test_render_out_empty_is_bad_usage(render_out, tmp_path):
     code, err = render_out("")
     assert code == 2 and "argument --out: an empty path" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "rt_tables"]
+
+
+def test_kill_switch_guards_follow_the_config(build):
+    tunnels = {"wgc1": {"clients": ["192.168.1.6"]}, "main": {"clients": ["192.168.1.7"]},
+               "ovpnc3": {"clients": ["192.168.1.8"], "kill_switch": False}}
+    s = build({"tunnel_director": {"tunnels": tunnels}, "advanced": {"kill_switch": {"action": "prohibit"}}})
+    # none for the main table (it is the WAN), none where the tunnel turns it off
+    assert [(r.pref, r.text) for r in s.rules if r.action] == [(16640, "from all fwmark 0x10000/0xff0000 8")]
+    s = build({"tunnel_director": {"tunnels": tunnels}, "advanced": {"kill_switch": {"enabled": False}}})
+    assert [r for r in s.rules if r.action] == []
+
+
+def test_guarded_clients_reach_the_lan_subnets_unmarked(tmp_path):
+    rt = tmp_path / "rt_tables"
+    rt.write_text("111 wgc1\n")
+    raw = {"data_dir": str(tmp_path), "advanced": {"rt_tables": str(rt)}, "paused_clients": ["192.168.50.7"],
+           "tunnel_director": {"tunnels": {"wgc1": {"clients": ["192.168.50.0/24"]}}}}
+    lan = [ipaddress.IPv4Network("192.168.50.0/24"), ipaddress.IPv4Network("192.168.60.0/24")]
+    rules = chain(desired.build(config.validate(raw), lan_nets=lan), "TUN_DIR")[0].rules
+    assert rules[:3] == ("-s 192.168.50.7/32 -j RETURN", "-d 192.168.50.0/24 -j RETURN",
+                         "-d 192.168.60.0/24 -j RETURN")
+    raw["advanced"]["kill_switch"] = {"enabled": False}
+    rules = chain(desired.build(config.validate(raw), lan_nets=lan), "TUN_DIR")[0].rules
+    assert not any(r.startswith("-d ") for r in rules)  # without guards nothing changes
+
+
+def test_lan_subnets_are_the_lan_interfaces_connected_routes(tmp_path):
+    from vpn_director import killswitch
+    route = tmp_path / "route"
+    route.write_text(
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+        "eth0\t00000000\t0100000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"   # default via the WAN
+        "br0\t0032A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"    # 192.168.50.0/24
+        "br0\t003CA8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"    # 192.168.60.0/24
+        "br0\t0000000A\t0132A8C0\t0003\t0\t0\t0\t000000FF\t0\t0\t0\n"    # 10.0.0.0/8 via a LAN router
+        "br1\t0065A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n")   # another interface
+    assert [str(n) for n in killswitch.lan_subnets("br0", str(route))] == ["192.168.50.0/24", "192.168.60.0/24"]
+    assert killswitch.lan_subnets("br0", str(tmp_path / "missing")) == []

@@ -7,7 +7,7 @@ import os
 import select
 import sys
 
-from . import __version__, config, engine, lint, live, log, state, status, trace
+from . import __version__, config, engine, killswitch, lint, live, log, state, status, trace
 from .errors import EXIT_DRIFT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, UsageError, VpdError
 from .ops import cli as ops_cli
 from .tools import Tools
@@ -316,8 +316,10 @@ def cmd_status(args, cfg, out):
     tools = _tools(cfg)
     record = state.load_record(cfg.state_dir)
     full, _ = engine.build(cfg, record, warn=out.warn)
-    rep = status.report(full, engine.read(tools, cfg, record, counters=True), args.scope, record,
-                        data_dir=cfg.data_dir)
+    current = engine.read(tools, cfg, record, counters=True)
+    rep = status.report(full, current, args.scope, record, data_dir=cfg.data_dir)
+    if args.scope in ("all", "tunnel"):
+        rep["tunnels"] = killswitch.tunnel_states(tools, cfg, full, current)
     warning = engine.bridge_warning() if cfg.xray.clients else None
     if warning:
         rep["warnings"] = [warning]
@@ -436,8 +438,9 @@ def cmd_trace(args, cfg, out):
     src_name = _names(cfg).get(args.src)
     if args.live:
         tools = _tools(cfg)
-        seen = trace.trace(trace.from_live(live.read(tools, cfg.xray.route_table), cfg), args.src, args.dst,
-                           args.proto, args.dport, cfg.lan_interface)
+        current = engine.read_tunnel_tables(tools, cfg, live.read(tools, cfg.xray.route_table))
+        seen = trace.trace(trace.from_live(current, cfg), args.src, args.dst, args.proto, args.dport,
+                           cfg.lan_interface)
         result, source = seen.as_dict(), "live kernel state"
         result["desired"] = want.as_dict()
         result["differs"] = trace.difference(want, seen)
@@ -463,6 +466,8 @@ def _kernel_route(tools, cfg, args, mark):
     try:
         return " ".join(tools.run("kernel route", argv).split())
     except VpdError as e:
+        if "RTNETLINK answers: " in str(e):  # an ip rule refused it (a kill-switch guard)
+            return "refused: %s" % str(e).split("RTNETLINK answers: ")[-1]
         return "unavailable (%s)" % e
 
 

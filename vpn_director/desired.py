@@ -4,7 +4,7 @@ import ipaddress
 import socket
 
 from . import config as cfgmod
-from . import sets
+from . import killswitch, sets
 from .errors import DataError
 from .model import (SHARED, TUNNEL, XRAY, ChainSpec, DesiredState, JumpSpec, Ownership, RouteSpec,
                     RuleSpec, SetSpec)
@@ -32,13 +32,15 @@ def ownership(cfg):
         xray_pref=cfg.xray.rule_pref, xray_mask=cfg.xray.fwmark_mask,
         td_prefs=(cfg.td_pref_base, cfg.td_pref_base + max(cfg.td_max_slots, 1) - 1),
         td_mask=cfg.td_mark_mask, route_table=cfg.xray.route_table,
-        xray_sets=(cfg.xray.clients_ipset, cfg.xray.servers_ipset))
+        xray_sets=(cfg.xray.clients_ipset, cfg.xray.servers_ipset), guard_base=cfg.guard_pref_base)
 
 
-def build(cfg, resolver=resolve_host, country_loader=sets.load_country):
+def build(cfg, resolver=resolve_host, country_loader=sets.load_country, lan_nets=()):
     """Config -> DesiredState. Reads country zone files and resolves server names; no kernel access.
 
     `country_loader(path)` returns a country list's aggregated members and its listed entry count.
+    `lan_nets`: the subnets connected to the LAN interface (killswitch.lan_subnets), which
+    guarded tunnels' clients reach without a mark.
     """
     state = DesiredState(ownership=ownership(cfg))
     xclients, tunnels = cfgmod.effective(cfg)
@@ -46,7 +48,7 @@ def build(cfg, resolver=resolve_host, country_loader=sets.load_country):
     if xclients:
         _xray(cfg, state, xclients, resolver, needed)
     if any(clients for _, clients in tunnels):
-        _tunnels(cfg, state, tunnels, needed)
+        _tunnels(cfg, state, tunnels, needed, lan_nets)
     for name, comp in needed.items():
         if cfgmod.is_country(name):
             members, listed = country_loader(sets.zone_path(cfg.data_dir, name))
@@ -88,7 +90,7 @@ def _xray(cfg, state, clients, resolver, needed):
     state.routes.append(RouteSpec(x.route_table, XRAY_ROUTE_ADD, XRAY_ROUTE_SHOWN, XRAY))
 
 
-def _tunnels(cfg, state, tunnels, needed):
+def _tunnels(cfg, state, tunnels, needed, lan_nets):
     mask = cfg.td_mark_mask
     guard = "-m mark --mark 0x0/%#x" % mask
     rules = []
@@ -96,6 +98,10 @@ def _tunnels(cfg, state, tunnels, needed):
     # A paused address inside a tunnel's CIDR gets a hole first, so it goes direct.
     for p in cfgmod.paused_inside(cfg, all_clients):
         rules.append("-s %s -j RETURN" % p)
+    # With a kill switch, a marked packet whose tunnel is down is refused: the router's own
+    # LAN subnets are left unmarked, so clients keep reaching them meanwhile.
+    if any(killswitch.guard(cfg, tun) for tun, clients in tunnels if clients):
+        rules += ["-d %s -j RETURN" % n for n in lan_nets]
     for tun, clients in tunnels:
         if not clients:
             continue
@@ -106,6 +112,9 @@ def _tunnels(cfg, state, tunnels, needed):
                 needed.setdefault(name, TUNNEL)
             rules.append("-s %s %s -j MARK --set-xmark %#x/%#x" % (client, guard, mark, mask))
         state.rules.append(RuleSpec(cfg.td_pref_base + tun.slot - 1, mark, mask, tun.table, TUNNEL))
+        g = killswitch.guard(cfg, tun)
+        if g:
+            state.rules.append(g)
     state.chains.append(ChainSpec(cfg.td_chain, tuple(rules), TUNNEL))
     state.jumps.append(JumpSpec(cfg.td_chain, "-i %s %s -j %s" % (cfg.lan_interface, guard, cfg.td_chain),
                                 False, TUNNEL))

@@ -3,7 +3,7 @@
 import os
 import time
 
-from . import boot, config, desired, live, owned, reconcile, servers, sets, state, steps, watchdog
+from . import boot, config, desired, killswitch, live, owned, reconcile, servers, sets, state, steps, watchdog
 from .errors import ToolError
 from .live import LiveState
 from .tools import other_backend
@@ -21,7 +21,7 @@ def render_batches(full):
 def build(cfg, record, scope="all", warn=lambda msg: None, dns=True):
     """The desired state; server names are resolved only when the Xray part is in scope."""
     resolver = servers.Resolver(record, warn, dns=dns and scope != "tunnel")
-    return desired.build(cfg, resolver=resolver), resolver
+    return desired.build(cfg, resolver=resolver, lan_nets=killswitch.lan_subnets(cfg.lan_interface)), resolver
 
 
 def apply(cfg, tools, scope="all", dry_run=False, log=lambda msg: None, warn=None, say=None):
@@ -79,6 +79,14 @@ def read(tools, cfg, record, counters=False):
     """The live state, with the route tables an earlier config used."""
     own = desired.ownership(cfg)
     return live.read(tools, cfg.xray.route_table, counters=counters, extra_tables=owned.route_tables(record, own))
+
+
+def read_tunnel_tables(tools, cfg, current):
+    """Add the tunnels' own tables to a live state (trace --live: is a tunnel's table empty?)."""
+    for t in cfg.tunnels:
+        if t.table not in current.routes and t.table != 254:
+            current.routes[t.table] = [l.strip() for l in tools.route_read(t.table).splitlines() if l.strip()]
+    return current
 
 
 def _plan(full, current, scope, record, warn, stop=False):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 from . import sets
+from .model import rule_numeric
 
 RULE_RE = re.compile(r"^(\d+):\s+(.*?)\s*$")
 COUNTED_RE = re.compile(r"^\[(\d+):(\d+)\]\s+(.*)$")
@@ -95,7 +96,7 @@ def parse_ip_read(text, state, table):
     for line in text.splitlines():
         m = RULE_RE.match(line)
         if m:
-            state.rules.append((int(m.group(1)), m.group(2)))
+            state.rules.append((int(m.group(1)), rule_numeric(m.group(2))))
         elif line.strip():
             routes.append(line.strip())
     state.routes[table] = routes

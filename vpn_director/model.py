@@ -38,18 +38,38 @@ class JumpSpec:
     component: str
 
 
+# Rule actions other than a lookup, and the numbers `ip -N rule show` prints for them (RTN_*).
+RULE_ACTIONS = {"blackhole": 6, "unreachable": 7, "prohibit": 8}
+_ACTION_NAMES = {str(n): a for a, n in RULE_ACTIONS.items()}
+
+
 @dataclass(frozen=True)
 class RuleSpec:
     pref: int
     mark: int
     mask: int
-    table: int
+    table: int  # 0 for an action rule
     component: str
+    action: Optional[str] = None  # a kill-switch guard: unreachable | prohibit | blackhole
 
     @property
     def text(self):
         # Exactly what `ip -N rule show` prints after "PREF:\t".
+        if self.action:
+            return "from all fwmark %#x/%#x %d" % (self.mark, self.mask, RULE_ACTIONS[self.action])
         return "from all fwmark %#x/%#x lookup %d" % (self.mark, self.mask, self.table)
+
+
+def rule_words(text):
+    """A rule text as `ip rule add` takes it and people read it: a numeric action by its name."""
+    head, _, last = text.rpartition(" ")
+    return "%s %s" % (head, _ACTION_NAMES[last]) if last in _ACTION_NAMES else text
+
+
+def rule_numeric(text):
+    """A rule text as `ip -N rule show` prints it here: older iproute2 prints action names."""
+    head, _, last = text.rpartition(" ")
+    return "%s %d" % (head, RULE_ACTIONS[last]) if last in RULE_ACTIONS else text
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,7 @@ class Ownership:
     td_mask: int
     route_table: int
     xray_sets: Tuple[str, str]
+    guard_base: int = 16640  # kill-switch guards: guard_base + slot - 1
 
     def rule_component(self, pref, text):
         if pref == self.xray_pref and ("/%#x " % self.xray_mask) in text + " ":

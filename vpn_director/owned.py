@@ -90,6 +90,8 @@ def foreign_ahead(d, live, ours):
     [(pref, text, mark)]. They decide where our clients' packets go."""
     out = []
     for r in d.rules:
+        if r.action:
+            continue  # a guard only refuses: whatever decides first is reported for the lookup
         for pref, text in live.rules:
             if (pref, text) not in ours and pref <= r.pref and catches(text, r.mark):
                 out.append((pref, text, r.mark))

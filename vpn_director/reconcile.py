@@ -11,7 +11,7 @@ created it, and only if it still looks like something we create.
 """
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import List, Optional
 
 from . import owned, render
@@ -89,7 +89,8 @@ def plan(full, live, scope, record, stop=False):
     tmp_rules, tmp_marks = _staging(full, d, live, conflicts, own)
     our_routes = owned.routes(full, live, record)
     routes_add, routes_del = routes_diff(d, live, comps, our_routes)
-    adds = [render.rule_line("add", r.pref, r.text) for r in rules_add if r.mark not in conflicts]
+    # Guards go in with the first adds, remapped marks included: they only ever refuse.
+    adds = [render.rule_line("add", r.pref, r.text) for r in rules_add if r.action or r.mark not in conflicts]
     adds += [render.rule_line("add", r.pref, r.text) for r in tmp_rules]
     adds += [render.route_line("replace", r.add, r.table) for r in routes_add]
     if adds:
@@ -155,7 +156,7 @@ def _remap_steps(rebuild, rules_add, rules_del, conflicts, tmp_marks):
     switch the chains to the final marks (the temporary rules go with the cleanup)."""
     old = [(p, t) for p, t in rules_del if _mark_of(t) in conflicts]
     batch = [render.rule_line("del", p, t) for p, t in old]
-    batch += [render.rule_line("add", r.pref, r.text) for r in rules_add if r.mark in conflicts]
+    batch += [render.rule_line("add", r.pref, r.text) for r in rules_add if not r.action and r.mark in conflicts]
     finals = [c for c in rebuild if c.rules != _with_marks(c, tmp_marks).rules]
     return [_ip_step("switch remapped ip rules", batch),
             Step("switch chains to final marks", "iptables",
@@ -299,7 +300,7 @@ def _rules_diff(d, live, comps, own, ours):
         if m and ours.get((p, t)) == TUNNEL:
             live_table.setdefault(int(m.group(1), 16), set()).add(m.group(3))
     produced = {int(m, 16) for r in live.chains.get(own.td_chain, []) for m in SETXMARK_RE.findall(r)}
-    conflicts = {r.mark for r in d.rules if r.component == TUNNEL and r.mark in produced
+    conflicts = {r.mark for r in d.rules if r.component == TUNNEL and not r.action and r.mark in produced
                  and live_table.get(r.mark, {str(r.table)}) != {str(r.table)}}
     return adds, remaining, conflicts
 
@@ -313,16 +314,20 @@ def _staging(full, d, live, conflicts, own):
                                          for m in [FWMARK_RE.search(t)] if m}
     used_prefs = {p for p, _ in live.rules} | {r.pref for r in d.rules}
     free = [s << shift for s in range(own.td_mask >> shift, 0, -1)
-            if (s << shift) not in used and own.td_prefs[0] + s - 1 not in used_prefs]
+            if (s << shift) not in used and own.td_prefs[0] + s - 1 not in used_prefs
+            and own.guard_base + s - 1 not in used_prefs]
     if len(free) < len(conflicts):
         raise DataError("not enough free tunnel marks to remap %d tunnels safely" % len(conflicts))
     tmp_marks, tmp_rules = {}, []
-    by_mark = {r.mark: r for r in d.rules}
+    by_mark = {r.mark: r for r in d.rules if not r.action}
+    guards = {r.mark: r for r in d.rules if r.action}
     for mark in sorted(conflicts):
         t = free.pop(0)
         tmp_marks[mark] = t
         r = by_mark[mark]
-        tmp_rules.append(type(r)(own.td_prefs[0] + (t >> shift) - 1, t, r.mask, r.table, r.component))
+        tmp_rules.append(replace(r, pref=own.td_prefs[0] + (t >> shift) - 1, mark=t))
+        if mark in guards:  # the temporary mark is guarded like the final one
+            tmp_rules.append(replace(guards[mark], pref=own.guard_base + (t >> shift) - 1, mark=t))
     return tmp_rules, tmp_marks
 
 

@@ -1,6 +1,7 @@
 """Text of the batches: `ipset restore` scripts, `iptables-restore --noflush` documents, `ip -batch` lines."""
 
 from . import sets
+from .model import rule_words
 
 TMP_PREFIX = "vpd-tmp-"
 
@@ -50,7 +51,7 @@ def chain_doc(chains, jump_ops, deleted_chains):
 
 def rule_line(verb, pref, text):
     """`ip rule` batch line from the text `ip rule show` prints ("from all fwmark M/K lookup T")."""
-    return "rule %s pref %d %s" % (verb, pref, text)
+    return "rule %s pref %d %s" % (verb, pref, rule_words(text))
 
 
 def route_line(verb, spec, table):

@@ -1,7 +1,7 @@
 """status: every owned object as OK / MISSING / MISMATCH, with per-rule packet counters."""
 
-from . import countries, live, owned, reconcile
-from .model import XRAY, components
+from . import countries, killswitch, live, owned, reconcile
+from .model import XRAY, components, rule_words
 
 OK, MISSING, MISMATCH = "OK", "MISSING", "MISMATCH"
 
@@ -115,7 +115,7 @@ def format_text(rep):
         if o.get("position"):
             head += "  at position %d, %d packets" % (o["position"], o.get("packets", 0))
         if o.get("rule") and o["kind"] in ("ip rule", "jump"):
-            head += "  " + o["rule"]
+            head += "  " + rule_words(o["rule"])
         if o.get("route"):
             head += "  " + o["route"]
         if o.get("note"):
@@ -125,6 +125,7 @@ def format_text(rep):
             lines.append("    %-8s %8s pkts  %s" % (r["status"], r.get("packets", "-"), r["rule"]))
     if not rep["objects"]:
         lines.append("nothing configured for this scope")
+    lines += killswitch.format_states(rep.get("tunnels", []))
     lines.append("status: %s" % ("all objects match the config" if rep["ok"] else "live state differs from the config"))
     return "\n".join(lines)
 

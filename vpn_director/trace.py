@@ -14,11 +14,13 @@ from typing import Dict, List, Optional, Tuple
 
 from . import aggregate, sets
 from .desired import FIXED_RETURNS
+from .model import RULE_ACTIONS
 
 MAIN, DEFAULT, LOCAL = 254, 253, 255
 PRIVATE = set(FIXED_RETURNS)
 RULE_WORDS = re.compile(r"(not )?(?:from (\S+))?\s*(?:iif (\S+))?\s*(?:fwmark (0x[0-9a-f]+)(?:/(0x[0-9a-f]+))?)?"
-                        r"\s*(?:lookup|table) (\S+)")
+                        r"\s*(?:(?:lookup|table) (\S+)|(%s)$)" % "|".join(str(n) for n in RULE_ACTIONS.values()))
+ACTION_NAMES = {n: a for a, n in RULE_ACTIONS.items()}
 
 
 class SetIndex:
@@ -113,6 +115,7 @@ class IpRule:
     iif: Optional[str] = None
     invert: bool = False
     text: str = ""
+    action: Optional[str] = None  # a kill-switch guard: the packet is refused here
 
     def matches(self, pkt):
         hit = ((self.mark is None or pkt.mark & self.mask == self.mark)
@@ -134,11 +137,12 @@ class Ruleset:
     xray_chain: str = "XRAY_TPROXY"
     td_chain: str = "TUN_DIR"
     servers_set: str = "XRAY_SERVERS"
+    down_tables: frozenset = frozenset()  # live: tunnel tables with no route (lookups fall through)
 
 
 @dataclass
 class Verdict:
-    route: str  # "xray", "tunnel" or "direct"
+    route: str  # "xray", "tunnel", "direct" or "blocked" (a kill-switch guard refused it)
     table: str
     mark: int
     steps: List[str]
@@ -154,27 +158,31 @@ def from_desired(full, cfg):
     """Ruleset of the desired state; PREROUTING holds our jumps in their order."""
     chains = {c.name: list(c.rules) for c in full.chains}
     chains["PREROUTING"] = [j.spec for j in sorted(full.jumps, key=lambda j: not j.first)]
-    rules = [IpRule(r.pref, r.table, r.mark, r.mask, text=r.text) for r in full.rules]
+    rules = [IpRule(r.pref, r.table, r.mark, r.mask, text=r.text, action=r.action) for r in full.rules]
     rules.append(IpRule(32766, MAIN, text="from all lookup main"))
     return _ruleset(cfg, chains, {s.name: SetIndex(s.members) for s in full.sets}, rules,
                     tuple(full.external_sets))
 
 
 def from_live(current, cfg):
-    """Ruleset of the kernel's state as read by live.read()."""
+    """Ruleset of the kernel's state as read by live.read(); with the tunnels' tables in
+    current.routes, a tunnel table without routes counts as down (its lookup falls through)."""
     rules = []
     for pref, text in current.rules:
         m = RULE_WORDS.match(text)
-        if not m or not m.group(6).isdigit():
+        if not m or not (m.group(7) or m.group(6).isdigit()):
             continue
-        invert, src, iif, mark, mask, table = m.groups()
-        rules.append(IpRule(pref, int(table), int(mark, 16) if mark else None,
+        invert, src, iif, mark, mask, table, action = m.groups()
+        rules.append(IpRule(pref, int(table or 0), int(mark, 16) if mark else None,
                             int(mask, 16) if mask else 0xFFFFFFFF,
                             None if src in (None, "all") else ipaddress.IPv4Network(src, strict=False),
-                            iif, bool(invert), text))
+                            iif, bool(invert), text, ACTION_NAMES.get(int(action)) if action else None))
     sets = {n: SetIndex(s.members) for n, s in current.sets.items() if s.type.startswith("hash:net")
             or s.type.startswith("hash:ip")}
-    return _ruleset(cfg, dict(current.chains), sets, rules, ())
+    rs = _ruleset(cfg, dict(current.chains), sets, rules, ())
+    rs.down_tables = frozenset(t.table for t in cfg.tunnels if t.table in current.routes
+                               and not current.routes[t.table])
+    return rs
 
 
 def _ruleset(cfg, chains, sets, rules, unknown):
@@ -203,6 +211,14 @@ def trace(rs, src, dst, proto="tcp", dport=None, iif="br0"):
         if rule.table == LOCAL or not rule.matches(pkt):
             continue  # the local table only holds the router's own addresses
         name = rs.table_names.get(rule.table, str(rule.table))
+        if rule.action:
+            w.say("ip rule pref %d: fwmark %#x → %s (kill switch): refused, not sent to the WAN"
+                  % (rule.pref, rule.mark or 0, rule.action), rule.text)
+            return Verdict("blocked", rule.action, pkt.mark, w.steps, w.rules)
+        if rule.table in rs.down_tables:
+            w.say("ip rule pref %d: fwmark %#x → table %s, which has no route (tunnel down): falls through"
+                  % (rule.pref, rule.mark or 0, name), rule.text)
+            continue
         if rule.table in (MAIN, DEFAULT):
             w.say("Goes to main table → WAN (direct)", rule.text)
             return Verdict("direct", "main", pkt.mark, w.steps, w.rules)
@@ -304,6 +320,9 @@ class _Walk:
             return ""  # another client's rule
         if "-i" in r and r["-i"] != p.iif:
             return ""
+        lan_return = chain == self.rs.td_chain and "-s" not in r and not r["sets"] and "-d" in r
+        if lan_return and not ok:
+            return ""  # a LAN subnet the kill switch leaves unmarked: a step only when it is the dst
         # As in the document: the chain is named on its first step, and on every TUN_DIR step.
         first = not any(s.startswith(chain + ":") for s in self.steps)
         prefix = chain + ": " if first or chain == self.rs.td_chain else ""
@@ -331,6 +350,8 @@ class _Walk:
             return " (avoid loop)"
         if chain == self.rs.td_chain and r["sets"]:
             return " (no mark)"
+        if chain == self.rs.td_chain and "-d" in r and "-s" not in r:
+            return " (the router's LAN: no mark)"
         return ""
 
 
