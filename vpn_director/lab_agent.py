@@ -66,8 +66,46 @@ def _udp_loop(sock, name):
             pass
 
 
+def echo(dst, timeout=1.0):
+    """One ICMP echo: "echo-reply", "unreachable (code N)" when a router refused it, or "timeout".
+    The reply does not say who answered: tests count packets where they arrive."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    s.settimeout(timeout)
+    ident = os.getpid() & 0xFFFF
+    body = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + b"vpn-director"
+    body = body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
+    deadline = time.time() + timeout
+    try:
+        s.sendto(body, (dst, 0))
+        while True:
+            s.settimeout(max(deadline - time.time(), 0.001))
+            data, peer = s.recvfrom(1024)
+            icmp = data[(data[0] & 0x0F) * 4:]
+            if icmp[0] == 0 and peer[0] == dst and struct.unpack("!H", icmp[4:6])[0] == ident:
+                return "echo-reply"
+            if icmp[0] == 3 and len(icmp) >= 28 and icmp[24:28] == socket.inet_aton(dst):  # quoted header: dst
+                return "unreachable (code %d)" % icmp[1]
+    except socket.timeout:
+        return "timeout"
+    except OSError as e:
+        return "error %s" % (e.strerror or e)
+    finally:
+        s.close()
+
+
+def _checksum(data):
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data[:len(data) // 2 * 2]))
+    if len(data) % 2:
+        total += data[-1] << 8
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
 def probe_one(dst, port, proto, timeout=1.0):
     """Who answered ("xray 8.8.8.8:7000", "wan 8.8.8.8:7000", ...) or why nobody did."""
+    if proto == "icmp":
+        return echo(dst, timeout)
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     s = socket.socket(socket.AF_INET, kind)
     s.settimeout(timeout)
