@@ -2,6 +2,7 @@
 
 import pytest
 
+import fakeproc
 from vpn_director import config, desired, lint
 
 pytestmark = []
@@ -96,7 +97,8 @@ def live_findings(tmp_path, rules, routes=None):
                            "xray": {"clients": ["192.168.50.10"], "servers": ["203.0.113.1"], "exclude_sets": []},
                            "tunnel_director": {"tunnels": {"wgc1": {"clients": ["192.168.50.20"]}}}})
     full = desired.build(cfg, resolver=lambda name: [])
-    return lint.lint_live(cfg, FakeLive(rules, routes), full, {})
+    proc = fakeproc.listening(tmp_path / "proc")  # Xray listens: these tests are about ip rules
+    return lint.lint_live(cfg, FakeLive(rules, routes), full, {}, proc=proc, lan_address=lambda name: None)
 
 
 # Parsed `ip -N rule show` lines as the live reader returns them; the kernel tier reads real ones.

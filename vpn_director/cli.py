@@ -85,7 +85,8 @@ def build_parser():
     tr = sub.add_parser("trace", help="where does a packet from SRC to DST go, and why (offline unless --live)")
     tr.add_argument("src", help="source IPv4 address (a LAN client)")
     tr.add_argument("dst", help="destination IPv4 address")
-    tr.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
+    tr.add_argument("--proto", choices=("tcp", "udp", "icmp"), default="tcp",
+                    help="tcp (default), udp, or icmp (stands for every protocol TPROXY cannot take)")
     tr.add_argument("--dport", type=_port, metavar="N", help="destination port (shown; no rule matches on it)")
     tr.add_argument("--live", action="store_true",
                     help="evaluate the kernel's current state instead, with its own routing verdict")
@@ -431,6 +432,9 @@ def cmd_trace(args, cfg, out):
         except ValueError:
             out.err("error: %s %r is not an IPv4 address" % (what.upper(), getattr(args, what)))
             return EXIT_USAGE
+    if args.dport and args.proto == "icmp":
+        out.err("error: --dport needs --proto tcp or udp")
+        return EXIT_USAGE
     full, _ = engine.build(cfg, _recorded(cfg), warn=out.warn)
     want = trace.trace(trace.from_desired(full, cfg), args.src, args.dst, args.proto, args.dport,
                        cfg.lan_interface)

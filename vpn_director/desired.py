@@ -12,6 +12,8 @@ from .model import (SHARED, TUNNEL, XRAY, ChainSpec, DesiredState, JumpSpec, Own
 # `ip -N route show` prints type and scope as numbers: local = 2, host = 254.
 XRAY_ROUTE_SHOWN = "2 default dev lo scope 254"
 XRAY_ROUTE_ADD = "local default dev lo"  # what `ip route replace ... table N` is given for it
+# Last rule of the Xray chain with xray.other_protocols "drop": what TPROXY did not take (ICMP, GRE...).
+XRAY_DROP = "-j DROP"
 # The document's fixed private/special destinations, in its order.
 FIXED_RETURNS = ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
                  "169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32")
@@ -84,6 +86,8 @@ def _xray(cfg, state, clients, resolver, needed):
     for proto in ("tcp", "udp"):
         rules.append("-p %s -j TPROXY --on-port %d --on-ip 0.0.0.0 --tproxy-mark %s"
                      % (proto, x.tproxy_port, mark))
+    if x.other_protocols == "drop":  # TPROXY takes TCP and UDP only: the rest would go direct
+        rules.append(XRAY_DROP)
     state.chains.append(ChainSpec(x.chain, tuple(rules), XRAY))
     state.jumps.append(JumpSpec(x.chain, "-i %s -j %s" % (cfg.lan_interface, x.chain), True, XRAY))
     state.rules.append(RuleSpec(x.rule_pref, x.fwmark, x.fwmark_mask, x.route_table, XRAY))

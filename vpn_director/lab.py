@@ -58,6 +58,8 @@ class Lab:
         self.clients = {}  # address -> namespace
         self.tunnels = {}  # tunnel name -> namespace
         self.procs = []
+        self.xray = None
+        self.xray_port = None
         self.tables = {}
         self.extra_destinations = list(extra_destinations)
 
@@ -155,7 +157,8 @@ class Lab:
             self._ip(ns, "link", "set", "eth0", "up")
             self._ip(ns, "route", "add", "default", "via", gw)
             self.clients[addr] = ns
-        self._serve(r, "xray", cfg.xray.tproxy_port, transparent=True)
+        self.xray_port = cfg.xray.tproxy_port
+        self.start_xray()
         return self.write_config(raw)
 
     def _ns(self, ns):
@@ -175,15 +178,37 @@ class Lab:
         self._ip(ns, "route", "add", "default", "via", gateway)
         self._serve(ns, name, PORT)
 
-    def _serve(self, ns, name, port, transparent=False):
+    def _serve(self, ns, name, port, transparent=False, bind=None):
         argv = ["ip", "netns", "exec", ns] + self._agent("serve", name, str(port))
         if transparent:
             argv.append("--transparent")
+        if bind:
+            argv += ["--bind", bind]
         p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                              env=self.env())
         self.procs.append(p)
         if p.stdout.readline().strip() != "ready":
             raise LabError("%s endpoint in %s did not start: %s" % (name, ns, p.stderr.read().strip()))
+        return p
+
+    def start_xray(self, bind="0.0.0.0"):
+        """(Re)start the transparent listener standing in for Xray on the TPROXY port, bound to `bind`."""
+        self.stop_xray()
+        self.xray = self._serve(self.router, "xray", self.xray_port, transparent=True, bind=bind)
+
+    def stop_xray(self):
+        """Stop the Xray stand-in, as if Xray had stopped: nothing listens on the TPROXY port."""
+        p = getattr(self, "xray", None)
+        if p is not None:
+            p.kill()
+            p.wait()
+            self.procs.remove(p)
+            self.xray = None
+
+    def ping(self, client, dst, count=3):
+        """ICMP echo from a client: {"sent": N, "answered": N}."""
+        out = self._run(self._agent("ping", dst, str(count)), ns=self.clients[client], env=self.env()).stdout
+        return json.loads(out)
 
     def write_config(self, raw):
         """The owner's config with the lab's paths; returns the validated Config."""
@@ -243,7 +268,7 @@ class Lab:
         for p in self.procs:
             p.kill()
             p.wait()
-        self.procs = []
+        self.procs, self.xray = [], None
         for ns in self.namespaces():
             pids = self._run(["ip", "netns", "pids", ns], check=False).stdout.split()
             for pid in pids:

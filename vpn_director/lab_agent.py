@@ -1,6 +1,7 @@
 """Tiny endpoints run inside the lab's namespaces: answer as who we are, or probe and report who answered.
 
-    python -m vpn_director.lab_agent serve NAME PORT [--transparent]
+    python -m vpn_director.lab_agent serve NAME PORT [--transparent] [--bind ADDRESS]
+    python -m vpn_director.lab_agent ping DST COUNT          -> JSON {"sent": N, "answered": N}
     python -m vpn_director.lab_agent probe JSON_TARGETS       -> JSON results on stdout
     python -m vpn_director.lab_agent watch JSON_TARGETS OUTFILE STOPFILE
     python -m vpn_director.lab_agent sysctl KEY=VALUE...
@@ -19,14 +20,14 @@ IP_RECVORIGDSTADDR = 20  # also the cmsg type IP_ORIGDSTADDR
 SOL_IP = 0
 
 
-def serve(name, port, transparent):
+def serve(name, port, transparent, bind="0.0.0.0"):
     tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for s in (tcp, udp):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if transparent:  # TPROXY hands us packets addressed to other hosts
             s.setsockopt(SOL_IP, IP_TRANSPARENT, 1)
-        s.bind(("0.0.0.0", port))
+        s.bind((bind, port))
     udp.setsockopt(SOL_IP, IP_RECVORIGDSTADDR, 1)
     tcp.listen(128)
     threading.Thread(target=_udp_loop, args=(udp, name), daemon=True).start()
@@ -142,6 +143,40 @@ def watch(targets, outfile, stopfile, timeout=0.5, interval=0.01):
             time.sleep(interval)
 
 
+def _checksum(data):
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def ping(dst, count, timeout=1.0):
+    """ICMP echo requests over a raw socket (no ping binary needed); counts the matching replies."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    ident = os.getpid() & 0xFFFF
+    answered = 0
+    try:
+        for seq in range(1, count + 1):
+            body = b"vpd-lab-echo"
+            head = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+            s.sendto(struct.pack("!BBHHH", 8, 0, _checksum(head + body), ident, seq) + body, (dst, 0))
+            end = time.time() + timeout
+            while time.time() < end:
+                s.settimeout(max(end - time.time(), 0.01))
+                try:
+                    packet, peer = s.recvfrom(1024)
+                except socket.timeout:
+                    break
+                icmp = packet[(packet[0] & 0x0F) * 4:]  # past the IP header
+                kind, _, _, rid, rseq = struct.unpack("!BBHHH", icmp[:8])
+                if peer[0] == dst and kind == 0 and (rid, rseq) == (ident, seq):
+                    answered += 1
+                    break
+    finally:
+        s.close()
+    return {"sent": count, "answered": answered}
+
+
 def sysctl(pairs):
     for pair in pairs:
         key, _, value = pair.partition("=")
@@ -154,7 +189,10 @@ def sysctl(pairs):
 def main(argv):
     cmd = argv[0]
     if cmd == "serve":
-        serve(argv[1], int(argv[2]), "--transparent" in argv)
+        bind = argv[argv.index("--bind") + 1] if "--bind" in argv else "0.0.0.0"
+        serve(argv[1], int(argv[2]), "--transparent" in argv, bind)
+    elif cmd == "ping":
+        print(json.dumps(ping(argv[1], int(argv[2]))))
     elif cmd == "probe":
         print(json.dumps(probe(json.loads(argv[1]))))
     elif cmd == "watch":

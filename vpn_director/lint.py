@@ -1,7 +1,11 @@
 """Configs that are valid but do not do what the owner probably thinks: warnings and errors for `check`."""
 
+import fcntl
 import ipaddress
+import os
 import re
+import socket
+import struct
 from bisect import bisect_left, bisect_right
 
 from . import config as cfgmod
@@ -13,6 +17,8 @@ WARN, ERROR = "warning", "error"
 PRIVATE = [ipaddress.IPv4Network(n) for n in FIXED_RETURNS]
 MERLIN_PREFS = (10000, 12220)  # Merlin's own VPN Director rules, evaluated before ours
 MERLIN_MARKS = (0x1000, 0xF000)
+MERLIN_KILL_SWITCH_PREFS = (12210, MERLIN_PREFS[1])  # its kill switch: `from <src> prohibit`, `iif <lan> prohibit`
+PROC = "/proc"
 LOOKUP_RE = re.compile(r"lookup (\d+)")
 
 
@@ -123,8 +129,10 @@ class NetIndex:
         return sorted(self.containing(net) + self.inside(net))
 
 
-def lint_live(cfg, current, full, record):
-    """Collisions with firmware and other add-ons that only the live kernel state shows."""
+def lint_live(cfg, current, full, record, proc=PROC, lan_address=None):
+    """Collisions with firmware and other add-ons that only the live kernel state shows, and
+    whether anything listens on the TPROXY port (read from `proc`/net; `lan_address(ifname)`
+    gives the LAN interface's address, read from the kernel when not given)."""
     out = []
     td_marks = {cfg.td_mark(t.slot): t.name for t in cfg.tunnels}
     ours = owned.rules(full, current, record)
@@ -154,6 +162,8 @@ def lint_live(cfg, current, full, record):
     if others:
         out.append((WARN, "table %d holds routes that are not vpn-director's: %s"
                     % (cfg.xray.route_table, "; ".join(others[:3]))))
+    out += merlin_kill_switch(cfg, current.rules)
+    out += tproxy_listener(cfg, proc, lan_address)
     return out
 
 
@@ -165,3 +175,131 @@ def other_backend(chains, backend):
     return [(ERROR, "chain(s) %s are live in the %s iptables backend while this run uses %s: apply and stop "
                     "refuse until `VPD_IPTABLES=%s vpn-director stop` removes them" % (", ".join(chains), other,
                                                                                        backend, other))]
+
+
+# `ip -N rule show` prints the action as a number: blackhole 6, unreachable 7, prohibit 8.
+KILL_SWITCH_RE = re.compile(r"^(?:from (\S+))?\s*(?:iif (\S+))?\s*(?:prohibit|unreachable|blackhole|6|7|8)$")
+
+
+def merlin_kill_switch(cfg, rules):
+    """Asuswrt-Merlin's kill switch (`from <src> prohibit` or `iif <lan> prohibit` at 12210-12220)
+    is evaluated before our rules: a client it covers cannot be routed by vpn-director."""
+    out = []
+    xclients, tunnels = cfgmod.effective(cfg)
+    listed = [(n, "Xray") for n in xclients] + [(n, "tunnel %s" % t.name) for t, nets in tunnels for n in nets]
+    if not listed:
+        return out
+    index = NetIndex(n for n, _ in listed)
+    for pref, text in rules:
+        m = KILL_SWITCH_RE.match(text)
+        if not m or not MERLIN_KILL_SWITCH_PREFS[0] <= pref <= MERLIN_KILL_SWITCH_PREFS[1]:
+            continue
+        src, iif = m.groups()
+        if iif is not None and iif != cfg.lan_interface:
+            continue
+        try:
+            net = None if src in (None, "all") else ipaddress.IPv4Network(src, strict=False)
+        except ValueError:
+            continue
+        hits = [listed[i] for i in (range(len(listed)) if net is None else index.overlapping(net))]
+        if not hits:
+            continue
+        shown = ", ".join("%s client %s" % (what, n) for n, what in hits[:5])
+        if len(hits) > 5:
+            shown += " and %d more" % (len(hits) - 5)
+        out.append((WARN, "ip rule %d (%s) is Asuswrt-Merlin's kill switch for one of its VPN clients and "
+                          "covers %s: evaluated before vpn-director's rules, it blocks these clients' traffic "
+                          "(their tunnel's, and an Xray client's direct traffic) whenever that Merlin VPN "
+                          "client is enabled with its kill switch on; turn that kill switch off or take these "
+                          "clients out of the firmware's VPN Director" % (pref, text, shown)))
+    return out
+
+
+def proc_listeners(port, proc=PROC):
+    """Sockets on `port` that can take TPROXY'd packets, from proc/net/{tcp,tcp6,udp,udp6}: TCP in
+    LISTEN, UDP not connected. {"tcp": [address], "udp": [address]}; None if nothing was readable.
+    An IPv4-mapped IPv6 address counts as its IPv4 address."""
+    found, readable = {"tcp": [], "udp": []}, False
+    for proto in ("tcp", "udp"):
+        for name in (proto, proto + "6"):
+            try:
+                with open(os.path.join(proc, "net", name)) as fh:
+                    lines = fh.read().splitlines()[1:]
+            except OSError:
+                continue
+            readable = True
+            for line in lines:
+                addr = _proc_socket(line, proto, port)
+                if addr is not None and addr not in found[proto]:
+                    found[proto].append(addr)
+    return found if readable else None
+
+
+def _proc_socket(line, proto, port):
+    """The local address of one /proc/net line if it is a listener on `port`, else None."""
+    fields = line.split()
+    if len(fields) < 4 or ":" not in fields[1]:
+        return None
+    local, remote, st = fields[1], fields[2], fields[3]
+    try:
+        hexaddr, hexport = local.split(":")
+        if int(hexport, 16) != port:
+            return None
+        if proto == "tcp" and st != "0A":  # TCP_LISTEN
+            return None
+        if proto == "udp" and int(remote.split(":")[1], 16) != 0:  # connected: not a listener
+            return None
+        # Printed as 32-bit words in the host's byte order: packing them natively gives network order.
+        raw = b"".join(struct.pack("=I", int(hexaddr[i:i + 8], 16)) for i in range(0, len(hexaddr), 8))
+        addr = ipaddress.ip_address(raw)
+    except (ValueError, IndexError, struct.error):
+        return None
+    if addr.version == 6 and addr.ipv4_mapped:
+        return addr.ipv4_mapped
+    return addr
+
+
+SIOCGIFADDR = 0x8915
+
+
+def interface_address(ifname):
+    """The interface's first IPv4 address (the one TPROXY without --on-ip looks for), or None."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            req = struct.pack("256s", ifname.encode()[:15])
+            return socket.inet_ntoa(fcntl.ioctl(s.fileno(), SIOCGIFADDR, req)[20:24])
+    except (OSError, ValueError):
+        return None
+
+
+def tproxy_listener(cfg, proc=PROC, lan_address=None):
+    """Is Xray there to take what TPROXY sends it? Our rules carry --on-ip 0.0.0.0, so the kernel
+    looks for a transparent listener on the TPROXY port at the LAN interface's address: a socket
+    bound to 0.0.0.0 or :: (or that address) is found, one bound to 127.0.0.1 never is."""
+    xclients, _ = cfgmod.effective(cfg)
+    if not xclients:
+        return []
+    port = cfg.xray.tproxy_port
+    found = proc_listeners(port, proc)
+    if found is None:
+        return [(WARN, "cannot read %s: whether Xray listens on port %d was not checked"
+                 % (os.path.join(proc, "net", "tcp"), port))]
+    lan = (lan_address or interface_address)(cfg.lan_interface)
+    usable = {ipaddress.ip_address("0.0.0.0"), ipaddress.ip_address("::")}
+    if lan:
+        usable.add(ipaddress.ip_address(lan))
+    out = []
+    missing = [p.upper() for p in ("tcp", "udp") if not found[p]]
+    if missing:
+        out.append((WARN, "nothing listens on %s port %d (advanced.xray.tproxy_port): Xray clients' %s %s "
+                          "dropped, not leaked, until Xray listens there (connections hang until they time out)"
+                    % (" or ".join(missing), port, " and ".join(missing), "is" if len(missing) == 1 else "are")))
+    wrong = [(p.upper(), found[p]) for p in ("tcp", "udp") if found[p] and not usable.intersection(found[p])]
+    if wrong:
+        where = "%s's address %s or " % (cfg.lan_interface, lan) if lan else ""
+        out.append((ERROR, "Xray listens on port %d only at %s, but the TPROXY rules (--on-ip 0.0.0.0) look for "
+                           "the listener at %s0.0.0.0: every %s packet from Xray clients is dropped; make Xray's "
+                           "TPROXY inbound listen on 0.0.0.0 (its default) or ::"
+                    % (port, "; ".join("%s %s" % (p, ", ".join(map(str, a))) for p, a in wrong), where,
+                       " and ".join(p for p, _ in wrong))))
+    return out

@@ -21,7 +21,8 @@ from .model import SHARED, TUNNEL, XRAY, DesiredState, components, set_refs
 # The firmware's own per-interface mark rules (Merlin: -i tun11 -j MARK --set-xmark 0x1/0x1).
 FIRMWARE_MARK_RE = re.compile(r"^-i (wgc|wgs|tun|ovpnc|ovpns)\S* .*-j MARK ")
 # The only targets our chains use: a recorded chain with any other rule is not ours to delete.
-OUR_TARGET_RE = re.compile(r" -j (RETURN|MARK --set-xmark \S+|TPROXY --on-port \d+ --on-ip \S+ --tproxy-mark \S+)$")
+OUR_TARGET_RE = re.compile(r" -j (RETURN|DROP|MARK --set-xmark \S+"
+                           r"|TPROXY --on-port \d+ --on-ip \S+ --tproxy-mark \S+)$")
 SETXMARK_RE = re.compile(r"--set-xmark (0x[0-9a-f]+)/")
 FWMARK_RE = re.compile(r"fwmark (0x[0-9a-f]+)/(0x[0-9a-f]+) lookup (\S+)")
 

@@ -17,6 +17,8 @@ from .desired import FIXED_RETURNS
 from .model import RULE_ACTIONS
 
 MAIN, DEFAULT, LOCAL = 254, 253, 255
+DROPPED = "DROP"  # what a chain walk returns when a -j DROP rule took the packet
+TPROXY_PROTOS = ("tcp", "udp")  # the only protocols the TPROXY target takes
 PRIVATE = set(FIXED_RETURNS)
 RULE_WORDS = re.compile(r"(not )?(?:from (\S+))?\s*(?:iif (\S+))?\s*(?:fwmark (0x[0-9a-f]+)(?:/(0x[0-9a-f]+))?)?"
                         r"\s*(?:(?:lookup|table) (\S+)|(%s)$)" % "|".join(str(n) for n in RULE_ACTIONS.values()))
@@ -203,6 +205,8 @@ def trace(rs, src, dst, proto="tcp", dport=None, iif="br0"):
     pkt = _Packet(src, dst, proto, dport, iif)
     w = _Walk(rs, pkt)
     tproxy = w.chain("PREROUTING", 0)
+    if tproxy == DROPPED:
+        return Verdict("dropped", "none", pkt.mark, w.steps, w.rules)
     if tproxy:
         w.say("TPROXY to Xray port %s, mark %#x" % tproxy[:2], tproxy[2])
         w.say("Packet delivered to Xray process")
@@ -245,11 +249,13 @@ class _Walk:
         self.rules.append(rule)
 
     def chain(self, name, depth):
-        """Evaluate one chain; returns (port, mark, spec) if a TPROXY target took the packet."""
+        """Evaluate one chain; returns (port, mark, spec) if a TPROXY target took the packet,
+        DROPPED if a DROP rule did."""
         if depth > 8:
             return None
         entered = len(self.steps)
         specs = self.rs.chains.get(name, [])
+        passed_tproxy = False  # a TPROXY rule let the packet by: not TCP/UDP
         for i, spec in enumerate(specs):
             r = _parse(spec)
             if r.get("-d") in PRIVATE and r.get("-j") == "RETURN":
@@ -265,6 +271,17 @@ class _Walk:
                     if hit:
                         return hit
                 continue
+            if target == "TPROXY" and not ok and self.pkt.proto not in TPROXY_PROTOS:
+                passed_tproxy = True
+                continue
+            if target == "DROP" and ok:
+                if passed_tproxy:
+                    text = ("%s is not TCP or UDP, TPROXY does not take it → DROP (xray.other_protocols: drop)"
+                            % self.pkt.proto)
+                else:
+                    text = (self._words(name, r, ok) or "%s: rule without conditions" % name) + " → DROP"
+                self.say(text, spec)
+                return DROPPED
             words = self._words(name, r, ok)
             if not ok:
                 if words:
@@ -281,6 +298,9 @@ class _Walk:
                 value, mask = (int(x, 16) for x in r["--tproxy-mark"].split("/"))
                 self.pkt.mark = (self.pkt.mark & ~mask) ^ value
                 return r["--on-port"], value, spec
+        if passed_tproxy:
+            self.say("%s is not TCP or UDP, TPROXY does not take it → end of %s (xray.other_protocols: direct)"
+                     % (self.pkt.proto, name))
         if name == self.rs.td_chain and len(self.steps) == entered:
             self.say("%s: no rules for this client" % name)
         return None
