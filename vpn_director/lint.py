@@ -139,7 +139,8 @@ def lint_live(cfg, current, full, record, proc=PROC, lan_address=None):
     for pref, text in current.rules:
         if (pref, text) in ours:
             continue
-        if MERLIN_PREFS[0] <= pref <= MERLIN_PREFS[1]:
+        if MERLIN_PREFS[0] <= pref <= MERLIN_PREFS[1] and not KILL_SWITCH_RE.match(text):
+            # (the firmware's kill-switch rules are reported below, when they cover our clients)
             out.append((WARN, "ip rule %d (%s) belongs to the firmware's VPN Director and is evaluated "
                               "before ours" % (pref, text)))
         marks = owned.marks_of(text)
