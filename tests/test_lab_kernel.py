@@ -167,9 +167,18 @@ def test_no_leak_while_reapplying(lab, tmp_path):
              json.dumps(WATCH), out, stop], env=lab.env()))
     expectations = [lab.expectation(cfgmod.validate(json.loads(json.dumps(_with_paths(lab, base)))))]
     windows = []
+    # wgc1 goes down (the firmware flushes its table) for applies 20..29, then comes back
+    table, far = str(lab.tables["wgc1"]), "10.201.1.2"
+    down = [None, None]
     try:
         time.sleep(0.3)
-        for raw in configs:
+        for i, raw in enumerate(configs):
+            if i == 20:
+                down[0] = time.time()
+                lab._ip(lab.router, "route", "flush", "table", table)
+            elif i == 30:
+                lab._ip(lab.router, "route", "replace", "default", "via", far, "dev", "wgc1", "table", table)
+                down[1] = time.time()
             lab.write_config(raw)
             expectations.append(lab.expectation())
             t0 = time.time()
@@ -182,7 +191,7 @@ def test_no_leak_while_reapplying(lab, tmp_path):
         for _, proc in watchers.values():
             proc.wait(timeout=30)
 
-    checked = steady = during = changed = 0
+    checked = steady = during = changed = refused = 0
     misrouted = []
     for client, (out, _) in watchers.items():
         for line in open(out):
@@ -193,6 +202,15 @@ def test_no_leak_while_reapplying(lab, tmp_path):
             before = sum(1 for s, e in windows if e <= t)
             overlapping = [i for i, (s, e) in enumerate(windows) if s <= t1 and e >= t]
             old = expectations[before](client, rec["dst"], rec["proto"])[1]
+            if t1 >= down[0] and t <= down[1]:
+                # wgc1 down: where it was the path, the kill switch refuses; never the WAN instead
+                span = range(overlapping[0], overlapping[-1] + 2) if overlapping else [before]
+                allowed = {expectations[i](client, rec["dst"], rec["proto"])[1] for i in span}
+                if "wgc1" in allowed:
+                    if who not in allowed | {"error", "timeout"}:
+                        misrouted.append((client, rec, "wgc1 down", allowed))
+                    refused += who in ("error", "timeout")
+                    continue
             if not overlapping:
                 checked += 1
                 steady += 1
@@ -209,14 +227,14 @@ def test_no_leak_while_reapplying(lab, tmp_path):
             else:
                 changed += 1
     print("\nno-leak: %d applies, %d probes checked (%d steady, %d during an apply with the path unchanged), "
-          "%d probes skipped (path changed), misrouted: %d" % (len(windows), checked, steady, during, changed,
-                                                                len(misrouted)))
+          "%d probes skipped (path changed), %d refused while wgc1 was down, misrouted: %d"
+          % (len(windows), checked, steady, during, changed, refused, len(misrouted)))
     with open(os.environ.get("VPD_LEAK_REPORT", os.devnull), "w") as fh:
         for m in misrouted:
             fh.write(repr(m) + "\n")
         fh.write(repr(windows) + "\n")
     assert len(windows) >= 50
-    assert during > 100 and steady > 100  # the check is not vacuous
+    assert during > 100 and steady > 100 and refused > 3  # the check is not vacuous
     assert misrouted == []
 
 
