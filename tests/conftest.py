@@ -1,3 +1,4 @@
+import itertools
 import os
 
 import pytest
@@ -34,6 +35,40 @@ def backend(request):
 def router(request, backend, tmp_path):
     """A router namespace with br0; the tool runs inside it with the chosen iptables backend."""
     return Router(request.addfinalizer, backend, tmp_path)
+
+
+_labs = itertools.count()
+
+
+@pytest.fixture
+def make_lab(request, backend, tmp_path):
+    """Labs (vpn_director.lab.Lab) of the test's own, each removed afterwards: the cleanup is
+    registered before anything exists, and the namespace prefix (pid, counter) is unique."""
+    from vpn_director.lab import Lab
+
+    def make(**kw):
+        n = next(_labs)
+        lab = Lab("vl%d_%d" % (os.getpid() % 100000, n), workdir=str(tmp_path / ("lab%d" % n)), backend=backend,
+                  **kw)
+        request.addfinalizer(lab.down)
+        return lab
+    return make
+
+
+@pytest.fixture
+def lab(make_lab):
+    return make_lab()
+
+
+@pytest.fixture
+def tracer(build_cfg):
+    """(raw config, src, dst[, proto]) -> the offline trace verdict."""
+    from vpn_director import desired, trace
+
+    def run(raw, src, dst, proto="tcp"):
+        cfg = build_cfg(raw)
+        return trace.trace(trace.from_desired(desired.build(cfg), cfg), src, dst, proto)
+    return run
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import pytest
 
 import zonegen
 from netns import ROOT
-from vpn_director.lab import Lab
 from zoneserver import FAULTS
 
 pytestmark = pytest.mark.kernel
@@ -208,13 +207,6 @@ def versions():
     b = base[6000:] + zonegen.synthetic(6000, seed=11, avoid=(8, 77)) + narrow
     c = other + narrow
     return [a, b, a, b, c, a, b, a, c, b, a, b]
-
-
-@pytest.fixture
-def lab(request, backend, tmp_path):
-    lab = Lab("vc%d" % (os.getpid() % 10000), workdir=str(tmp_path / "lab"), backend=backend)
-    request.addfinalizer(lab.down)
-    return lab
 
 
 def test_refresh_while_probing_never_misroutes(request, lab, tmp_path):

@@ -5,17 +5,15 @@ and checks the positive control first: the same probes take the tunnel while it 
 """
 
 import json
-import os
 import subprocess
 import sys
 import time
 
 import pytest
 
-from vpn_director.lab import PORT, Lab
+from vpn_director.lab import PORT
 
 pytestmark = pytest.mark.kernel
-_n = [0]
 
 WGC1_CLIENT, OVPN_CLIENT, MAIN_CLIENT = "192.168.50.20", "192.168.50.22", "192.168.50.40"
 CONFIG = {
@@ -27,14 +25,6 @@ CONFIG = {
 }
 DST = "8.8.8.8"
 PROBES = [{"dst": DST, "port": PORT, "proto": p} for p in ("tcp", "udp", "icmp")]
-
-
-@pytest.fixture
-def lab(request, backend, tmp_path):
-    _n[0] += 1
-    lab = Lab("vk%d%d" % (os.getpid() % 10000, _n[0]), workdir=str(tmp_path / "lab"), backend=backend)
-    request.addfinalizer(lab.down)  # registered before anything exists
-    return lab
 
 
 def up(lab, raw=CONFIG, topology=None):

@@ -19,14 +19,6 @@ pytestmark = pytest.mark.kernel
 _n = [0]
 
 
-@pytest.fixture
-def lab(request, backend, tmp_path):
-    _n[0] += 1
-    lab = Lab("vt%d%d" % (os.getpid() % 10000, _n[0]), workdir=str(tmp_path / "lab"), backend=backend)
-    request.addfinalizer(lab.down)  # registered before anything exists
-    return lab
-
-
 def paths(lab, client, targets=None):
     return [a.split()[0] if a else "?" for a in lab.probe(client, targets)]
 

@@ -12,7 +12,6 @@ import time
 import pytest
 
 from test_faults_kernel import FAIL_WRITES, wrapper
-from vpn_director.lab import Lab
 
 pytestmark = pytest.mark.kernel
 _n = itertools.count(1)
@@ -37,12 +36,8 @@ TOPOLOGY = {
 
 
 @pytest.fixture
-def lab(request, backend, tmp_path):
-    """A lab of its own (namespace prefix vo<pid>_<n>, apart from every other test's)."""
-    lab = Lab("vo%d_%d" % (os.getpid() % 100000, next(_n)), workdir=str(tmp_path / "lab"), backend=backend,
-              extra_destinations=["46.4.4.4"])
-    request.addfinalizer(lab.down)
-    return lab
+def lab(make_lab):
+    return make_lab(extra_destinations=["46.4.4.4"])
 
 
 def vpd(lab, *args, code=0):

@@ -3,7 +3,7 @@
 import json
 import os
 
-from vpn_director import cli, config, desired, owned
+from vpn_director import cli, desired, owned
 from vpn_director.live import LiveState
 
 OURS = (16384, "from all fwmark 0x10000/0xff0000 lookup 111")

@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from test_apply_kernel import FULL, rules_n
-from test_lab_kernel import TOPOLOGY, lab, paths  # noqa: F401 (lab is a fixture)
+from test_lab_kernel import TOPOLOGY, paths
 
 pytestmark = pytest.mark.kernel
 BASE = ["0:\tfrom all lookup 255", "32766:\tfrom all lookup 254", "32767:\tfrom all lookup 253"]

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from test_lab_kernel import CHANGED, TOPOLOGY, _all_paths, lab  # noqa: F401 (lab is a fixture)
+from test_lab_kernel import CHANGED, TOPOLOGY, _all_paths
 
 pytestmark = pytest.mark.kernel
 

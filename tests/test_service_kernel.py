@@ -9,7 +9,7 @@ import pytest
 import rootfs
 from fakesyslog import Syslog
 from test_apply_kernel import FULL
-from test_lab_kernel import lab, paths  # noqa: F401  (the lab fixture)
+from test_lab_kernel import paths
 from vpn_director.lab import DEFAULT_CONFIG
 
 pytestmark = [pytest.mark.kernel,

@@ -12,15 +12,7 @@ from hypothesis import strategies as st
 
 from doc_examples import EXAMPLE_1, EXAMPLE_2, EXAMPLE_3
 from netns import ROOT
-from vpn_director import cli, config, desired, trace
-
-
-@pytest.fixture
-def tracer(build_cfg):
-    def run(raw, src, dst, proto="tcp"):
-        cfg = build_cfg(raw)
-        return trace.trace(trace.from_desired(desired.build(cfg), cfg), src, dst, proto)
-    return run
+from vpn_director import cli, trace
 
 
 # The document's steps, written out by hand. Where the document abbreviates, the comment says

@@ -3,12 +3,9 @@
 import json
 import os
 import random
-import subprocess
-import sys
 
 import pytest
 
-from vpn_director.lab import Lab
 
 pytestmark = pytest.mark.kernel
 
@@ -42,10 +39,8 @@ def trace_json(lab, src, dst, proto, *extra):
 
 
 @pytest.fixture
-def lab(request, backend, tmp_path):
-    lab = Lab("vtr%d" % (os.getpid() % 10000), workdir=str(tmp_path / "lab"), backend=backend,
-              extra_destinations=DESTS)
-    request.addfinalizer(lab.down)
+def lab(make_lab):
+    lab = make_lab(extra_destinations=DESTS)
     lab.up(TOPOLOGY)
     return lab
 

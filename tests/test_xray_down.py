@@ -11,7 +11,7 @@ import pytest
 import fakeproc
 from doc_examples import EXAMPLE_1, EXAMPLE_3, XRAY_CHAIN
 from netns import ROOT
-from vpn_director import config, desired, lint, reconcile, render, status, trace
+from vpn_director import desired, lint, reconcile, render, status, trace
 from vpn_director.live import LiveSet, LiveState
 from vpn_director.reconcile import plan
 
@@ -78,14 +78,6 @@ def test_switching_other_protocols_rebuilds_only_the_xray_chain_and_status_shows
 
 
 # --- trace ------------------------------------------------------------------------------------------
-
-@pytest.fixture
-def tracer(build_cfg):
-    def run(raw, src, dst, proto="tcp"):
-        cfg = build_cfg(raw)
-        return trace.trace(trace.from_desired(desired.build(cfg), cfg), src, dst, proto)
-    return run
-
 
 def test_icmp_from_an_xray_client_goes_direct_by_default(tracer):
     v = tracer(EXAMPLE_1, "192.168.50.10", "8.8.8.8", "icmp")

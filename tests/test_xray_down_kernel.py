@@ -6,28 +6,18 @@ a positive control that shows the same counter counting, or the same path workin
 """
 
 import json
-import os
 import re
 
 import pytest
 
-from vpn_director.lab import PORT, Lab
+from vpn_director.lab import PORT
 
 pytestmark = pytest.mark.kernel
-_n = [0]
 
 XC = "192.168.50.10"  # the Xray client
 OTHER = "192.168.50.200"  # a client in no list (the lab adds one)
 US, RU = "8.8.8.8", "77.88.8.8"  # proxied; excluded by the "ru" country list
 CONFIG = {"xray": {"clients": [XC], "servers": ["203.0.113.10"], "exclude_sets": ["ru"]}}
-
-
-@pytest.fixture
-def lab(request, backend, tmp_path):
-    _n[0] += 1
-    lab = Lab("vx%d%d" % (os.getpid() % 10000, _n[0]), workdir=str(tmp_path / "lab"), backend=backend)
-    request.addfinalizer(lab.down)  # registered before anything exists
-    return lab
 
 
 def with_other_protocols(value):
