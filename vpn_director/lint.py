@@ -8,6 +8,7 @@ from . import config as cfgmod
 from . import owned
 from . import tools
 from .desired import FIXED_RETURNS, XRAY_ROUTE_SHOWN
+from .ipv6 import report as v6report
 
 WARN, ERROR = "warning", "error"
 PRIVATE = [ipaddress.IPv4Network(n) for n in FIXED_RETURNS]
@@ -154,6 +155,7 @@ def lint_live(cfg, current, full, record):
     if others:
         out.append((WARN, "table %d holds routes that are not vpn-director's: %s"
                     % (cfg.xray.route_table, "; ".join(others[:3]))))
+    out += v6report.findings(full, current)
     return out
 
 
