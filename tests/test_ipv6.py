@@ -411,6 +411,10 @@ def test_check_live_warns_about_unprotected_clients_and_missing_ipv6(make_cfg):
     msgs = [m for level, m in found if "no MAC known" in m]
     assert [m.split(":")[0] for m in msgs] == ["xray client 192.168.50.10", "tunnel client 192.168.70.0/24"]
     assert all(level == lint.WARN for level, _ in found)
+    many = make_cfg(xray=["192.168.50.%d" % i for i in range(1, 31)])
+    full, _ = engine.build(many, {})
+    found = [m for _, m in lint.lint_live(many, LiveState(), full, {}) if "MAC known" in m]
+    assert len(found) == 11 and found[-1].startswith("and 20 more routed client(s) with no MAC known")
 
 
 # --- reading, tools, record --------------------------------------------------------------------

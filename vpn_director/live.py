@@ -36,11 +36,11 @@ class LiveState:
 def parse_iptables_save(text, state, table="mangle"):
     """Fill chains (and counters when -c was used) from `iptables-save -t mangle` (or another
     table's section, e.g. `ip6tables-save -t filter`)."""
-    in_mangle = False
+    in_table = False
     for line in text.splitlines():
         if line.startswith("*"):
-            in_mangle = line == "*" + table
-        elif not in_mangle or line.startswith("#") or not line:
+            in_table = line == "*" + table
+        elif not in_table or line.startswith("#") or not line:
             continue
         elif line.startswith(":"):
             state.chains.setdefault(line[1:].split()[0], [])

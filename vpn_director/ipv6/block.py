@@ -2,8 +2,9 @@
 
 Per component one chain (VPD6_XRAY, VPD6_TUN) with one rule per MAC:
     -m mac --mac-source M -j REJECT --reject-with icmp6-adm-prohibited
-The client gets an immediate "administratively prohibited" (EACCES) rather than a timeout,
-so it falls back to IPv4 at once. Each chain is jumped at the top of
+The client is told "administratively prohibited" (EACCES: UDP at once, a TCP connect when its
+SYN is retransmitted) rather than left to time out, so it falls back to IPv4. Each chain is
+jumped at the top of
   * FORWARD, for packets from the LAN that leave by another interface (`-i LAN ! -o LAN`):
     traffic between LAN devices stays, even where br_netfilter hands bridged frames to ip6tables;
   * INPUT, for DNS to the router (udp and tcp 53): the router's resolver would otherwise send

@@ -1,13 +1,12 @@
 """The engine's hooks: the IPv6 part of the desired state, of the live read and of the plan.
 
 The same desired state feeds apply, render, status and stop. On apply the IPv6 step runs first
-(blocked before routed: a newly routed client's IPv6 never leaves while its IPv4 already goes
-through the tunnel), on stop last (routing ends before the block). The record keeps, under
-"ipv6", the chains we own and the MACs learnt, so stop removes exactly ours and an idle
-device stays blocked.
+and on stop last, so there is no moment when a client is routed and its IPv6 is not blocked.
+The record keeps, under "ipv6", the chains we own and the MACs learnt, so stop removes exactly
+ours and an idle device stays blocked.
 """
 
-from ..model import components
+from ..live import LiveState
 from ..ops import leases
 from . import RECORD_KEY, block, live, macs
 
@@ -31,7 +30,7 @@ def read(tools, cfg, record, counters=False):
 
 def nothing_live():
     """The IPv6 part of an empty kernel's live state (render)."""
-    return live.V6Live(live.live.LiveState())
+    return live.V6Live(LiveState())
 
 
 def extend(p, full, current, scope, record, stop=False):
@@ -59,9 +58,3 @@ def extend(p, full, current, scope, record, stop=False):
         p.intent[RECORD_KEY] = {"chains": intent, "macs": memory}
     return p
 
-
-def unprotected(full, scope):
-    """[(component, client)] routed in scope with no MAC known."""
-    d6 = getattr(full, "ipv6", None)
-    comps = set(components(scope))
-    return [(c, n) for c, n in (d6.protection.unprotected if d6 else []) if c in comps]

@@ -13,6 +13,7 @@ from . import block
 UNPROTECTED, SKIPPED = "UNPROTECTED", "SKIPPED"
 NOT_DRIFT = (UNPROTECTED, SKIPPED)
 WARNING = "warning"  # lint.WARN
+LISTED = 10  # check --live names this many unprotected clients, then counts the rest
 HOW = "pin its MAC in advanced.ipv6.macs, or let it talk to the router so the neighbour table has it"
 
 
@@ -75,9 +76,13 @@ def findings(full, current):
     if seen is not None and seen.state is None:
         out.append((WARNING, seen.problem))
     d6 = getattr(full, "ipv6", None)
-    for comp, net in (d6.protection.unprotected if d6 else []):
+    unprotected = d6.protection.unprotected if d6 else []
+    for comp, net in unprotected[:LISTED]:
         out.append((WARNING, "%s client %s: no MAC known, its IPv6 is not blocked (it may leave by the WAN); %s"
                     % (comp, _text(net), HOW)))
+    if len(unprotected) > LISTED:
+        out.append((WARNING, "and %d more routed client(s) with no MAC known (`status` lists them all)"
+                    % (len(unprotected) - LISTED)))
     return out
 
 
