@@ -283,6 +283,21 @@ def test_scoped_apply_keeps_the_other_component_and_its_position(make_cfg, both)
     assert block.plan(only_tun, kernel(both), "tunnel", {"chains": {"VPD6_XRAY": XRAY}})[0] is None
 
 
+def test_an_apply_of_one_scope_refreshes_the_macs_of_the_other_live_chain(make_cfg, both):
+    more = block.desired(make_cfg(xray=["192.168.50.10"], tunnels={"wgc1": ["192.168.50.20"]}),
+                         protection(xray=[MAC10, MAC77], tunnel=[MAC20]))
+    step, after, _ = block.plan(more, kernel(both), "tunnel", {"chains": {"VPD6_XRAY": XRAY}})
+    assert step.batch.splitlines() == ["*filter", ":VPD6_XRAY - [0:0]", "-A VPD6_XRAY " + reject(MAC10),
+                                       "-A VPD6_XRAY " + reject(MAC77), "COMMIT"]
+    assert after == {"VPD6_XRAY": XRAY, "VPD6_TUN": TUNNEL}
+    # a stopped component is not started by it
+    live = kernel(both)
+    for parent in ("FORWARD", "INPUT"):
+        live.chains[parent] = [r for r in live.chains[parent] if "VPD6_XRAY" not in r]
+    del live.chains["VPD6_XRAY"]
+    assert block.plan(more, live, "tunnel", {})[0] is None
+
+
 def test_a_component_no_longer_routed_loses_its_chain(make_cfg, both):
     only_x = block.desired(make_cfg(xray=["192.168.50.10"]), protection(xray=[MAC10]))
     step, after, _ = block.plan(only_x, kernel(both), "all", {"chains": {"VPD6_XRAY": XRAY, "VPD6_TUN": TUNNEL}})

@@ -259,9 +259,14 @@ def test_a_mac_learnt_from_arp_stays_blocked_after_the_entry_expires(net):
 
 
 def test_scoped_stop_and_apply_keep_the_other_components_block(net):
-    for n in ("10", "20"):
-        net.talk_ipv4(n)
+    net.talk_ipv4("20")
     net.vpd("apply")
+    # .10 talks only now: an apply of the tunnel part refreshes the MACs of the running Xray block
+    assert net.to_wan("10") == ["answer wan", "answer wan"]
+    net.talk_ipv4("10")
+    out = net.vpd("apply", "tunnel", "-v").stdout
+    assert "ip6 chain VPD6_XRAY: rebuilt (1 rules)" in out
+    assert net.to_wan("10") == [BLOCKED, BLOCKED]
     net.vpd("stop", "tunnel")
     rules = net.filter6()
     assert not [l for l in rules if "VPD6_TUN" in l]

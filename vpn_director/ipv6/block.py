@@ -95,14 +95,21 @@ def jump_ops(d6, live, scope, owned, record6, stop=False):
 
 
 def plan(d6, live, scope, record6, stop=False):
-    """(step or None, {chain: component} owned afterwards, warnings) for the filter table `live`."""
+    """(step or None, {chain: component} owned afterwards, warnings) for the filter table `live`.
+
+    An apply also refreshes the MACs in the live chains of the components outside its scope: a
+    device seen since they were applied is blocked now, not at their next apply. Their jumps and
+    their existence are left to their own apply and stop.
+    """
     comps = set(components(scope))
     warnings = []
     owned = owned_chains(live, scope, record6, warnings)
     wanted = [] if stop else [c for c in d6.chains if c.component in comps]
     names = {c.name for c in wanted}
     stale = sorted(n for n in owned if n not in names and n in live.chains)
-    rebuild = [c for c in wanted if live.chains.get(c.name) != list(c.rules)]
+    refresh = [] if stop else [c for c in d6.chains if c.component not in comps and c.name in live.chains
+                               and reconcile.looks_like_ours(live.chains[c.name], OUR_RULE_RE)]
+    rebuild = [c for c in wanted + refresh if live.chains.get(c.name) != list(c.rules)]
     ops, undo = jump_ops(d6, live, scope, owned, record6, stop)
 
     after = {n: c for n, c in (record6.get("chains") or {}).items() if c not in comps and n in live.chains}

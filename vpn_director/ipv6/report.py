@@ -8,7 +8,7 @@ ends with a line saying how many there are.
 """
 
 from ..model import components
-from . import block
+from . import RECORD_KEY, block
 
 UNPROTECTED, SKIPPED = "UNPROTECTED", "SKIPPED"
 NOT_DRIFT = (UNPROTECTED, SKIPPED)
@@ -22,7 +22,7 @@ def objects(full, current, scope, record):
     from .. import status  # status imports this module
     d6 = getattr(full, "ipv6", None) or block.empty()
     seen = getattr(current, "ipv6", None)
-    rec6 = record.get("ipv6") or {}
+    rec6 = record.get(RECORD_KEY) or {}
     comps = set(components(scope))
     out = []
     if seen is not None and seen.state is None:
