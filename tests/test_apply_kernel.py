@@ -46,8 +46,9 @@ def test_apply_twice_changes_nothing(router):
     out = router.vpd("apply", "-v", config=cfg, check=0, env={"VPD_STATS": str(stats)})
     assert "no changes" in out.stdout
     assert router.snapshot() == before
-    # three reads (iptables-save, ipset save, one ip batch of reads), nothing written
-    assert json.loads(stats.read_text()) == {"calls": 3, "writes": 0, "steps": []}
+    # four reads (iptables-save, ipset save, one ip batch of reads, ip6tables-save for the IPv6
+    # block of the routed clients), nothing written
+    assert json.loads(stats.read_text()) == {"calls": 4, "writes": 0, "steps": []}
     assert router.vpd("status", config=cfg).returncode == 0
 
 
@@ -231,6 +232,7 @@ def test_render_out_builds_the_same_state(request, router, backend, tmp_path):
     cfg = router.config(FULL)
     out = tmp_path / "batches"
     router.vpd("render", "--out", str(out), config=cfg, check=0)
+    router.ns.run(["ip6tables-%s-restore" % backend, "--noflush"], input=(out / "ip6tables.filter").read_text())
     router.ns.run(["ipset", "restore"], input=(out / "ipset.restore").read_text())
     router.ns.run(["ip", "-batch", str(out / "ip.batch")])
     router.ns.run(["iptables-%s-restore" % backend, "--noflush"], input=(out / "iptables.mangle").read_text())
@@ -240,6 +242,9 @@ def test_render_out_builds_the_same_state(request, router, backend, tmp_path):
     other = Router(request.addfinalizer, backend, sub)
     other.vpd("apply", config=other.config(FULL), check=0)
     assert fed == other.snapshot()
+    filter6 = ["ip6tables-%s-save" % backend, "-t", "filter"]
+    assert [l for l in router.ns.run(filter6).stdout.splitlines() if not l.startswith("#")] == \
+        [l for l in other.ns.run(filter6).stdout.splitlines() if not l.startswith("#")]
     # and the tool agrees that the fed state is what the config wants
     router.vpd("status", config=cfg, check=0)
 

@@ -76,7 +76,7 @@ def build_parser():
     st.add_argument("--json", action="store_true", help="one JSON object")
     rd = sub.add_parser("render", help="print the ipset / iptables-restore / ip batches; no kernel access")
     rd.add_argument("--out", metavar="DIR", type=_path,
-                    help="write ipset.restore, iptables.mangle and ip.batch into DIR")
+                    help="write ipset.restore, iptables.mangle, ip.batch and ip6tables.filter into DIR")
     up = sub.add_parser("update", help="refresh the country lists from ipsets.sources, then apply")
     up.add_argument("--force", action="store_true", help="accept a list with half or fewer of the cached entries")
     ck = sub.add_parser("check", help="validate and lint the config and its data; no kernel access")
@@ -360,7 +360,7 @@ def cmd_render(args, cfg, out):
             out.info("wrote %s" % path)
         return EXIT_OK
     for tool, title in (("ipset", "ipset restore"), ("ip", "ip -batch"),
-                        ("iptables", "iptables-restore --noflush")):
+                        ("iptables", "iptables-restore --noflush"), ("ip6tables", "ip6tables-restore --noflush")):
         print("### %s" % title)
         sys.stdout.write(batches[tool] or engine._empty(tool))
     return EXIT_OK

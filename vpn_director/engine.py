@@ -5,14 +5,16 @@ import time
 
 from . import boot, config, desired, killswitch, live, owned, reconcile, servers, sets, state, steps, watchdog
 from .errors import ToolError
+from .ipv6 import pipeline as ipv6
 from .live import LiveState
 from .tools import other_backend
 
 
 def render_batches(full):
-    """The three batches that build `full` on an empty kernel: {tool: text}."""
-    p = reconcile.plan(full, LiveState(), "all", {})
-    out = {"ipset": "", "iptables": "", "ip": ""}
+    """The batches that build `full` on an empty kernel: {tool: text}."""
+    empty = LiveState(ipv6=ipv6.nothing_live())
+    p = ipv6.extend(reconcile.plan(full, empty, "all", {}), full, empty, "all", {})
+    out = {"ipset": "", "iptables": "", "ip": "", "ip6tables": ""}
     for step in p.steps:
         out[step.tool] += step.batch
     return out
@@ -21,7 +23,9 @@ def render_batches(full):
 def build(cfg, record, scope="all", warn=lambda msg: None, dns=True):
     """The desired state; server names are resolved only when the Xray part is in scope."""
     resolver = servers.Resolver(record, warn, dns=dns and scope != "tunnel")
-    return desired.build(cfg, resolver=resolver, lan_nets=killswitch.lan_subnets(cfg.lan_interface)), resolver
+    full = desired.build(cfg, resolver=resolver, lan_nets=killswitch.lan_subnets(cfg.lan_interface))
+    full.ipv6 = ipv6.build(cfg, record)
+    return full, resolver
 
 
 def apply(cfg, tools, scope="all", dry_run=False, log=lambda msg: None, warn=None, say=None):
@@ -78,7 +82,9 @@ def _stop_state(cfg):
 def read(tools, cfg, record, counters=False):
     """The live state, with the route tables an earlier config used."""
     own = desired.ownership(cfg)
-    return live.read(tools, cfg.xray.route_table, counters=counters, extra_tables=owned.route_tables(record, own))
+    state = live.read(tools, cfg.xray.route_table, counters=counters, extra_tables=owned.route_tables(record, own))
+    state.ipv6 = ipv6.read(tools, cfg, record, counters=counters)  # None when nothing IPv6 is ours
+    return state
 
 
 def read_tunnel_tables(tools, cfg, current):
@@ -90,7 +96,7 @@ def read_tunnel_tables(tools, cfg, current):
 
 
 def _plan(full, current, scope, record, warn, stop=False):
-    p = reconcile.plan(full, current, scope, record, stop=stop)
+    p = ipv6.extend(reconcile.plan(full, current, scope, record, stop=stop), full, current, scope, record, stop)
     for w in p.warnings:
         warn(w)
     return p
@@ -171,9 +177,9 @@ def bridge_warning():
 
 
 def write_out(directory, batches):
-    """render --out DIR: the three batch files, written atomically."""
+    """render --out DIR: the batch files, written atomically."""
     os.makedirs(directory, exist_ok=True)
-    names = {"ipset": "ipset.restore", "iptables": "iptables.mangle", "ip": "ip.batch"}
+    names = {"ipset": "ipset.restore", "iptables": "iptables.mangle", "ip": "ip.batch", "ip6tables": "ip6tables.filter"}
     for tool, fname in names.items():
         state.write_atomic(os.path.join(directory, fname), batches[tool] or _empty(tool), mode=0o644)
     return [os.path.join(directory, n) for n in names.values()]
@@ -181,5 +187,5 @@ def write_out(directory, batches):
 
 def _empty(tool):
     # iptables-restore needs a table section even with nothing in it; the others accept nothing.
-    return "*mangle\nCOMMIT\n" if tool == "iptables" else ""
+    return {"iptables": "*mangle\nCOMMIT\n", "ip6tables": "*filter\nCOMMIT\n"}.get(tool, "")
 

@@ -12,6 +12,7 @@ from . import config as cfgmod
 from . import owned
 from . import tools
 from .desired import FIXED_RETURNS, XRAY_ROUTE_SHOWN
+from .ipv6 import report as v6report
 
 WARN, ERROR = "warning", "error"
 PRIVATE = [ipaddress.IPv4Network(n) for n in FIXED_RETURNS]
@@ -165,6 +166,7 @@ def lint_live(cfg, current, full, record, proc=PROC, lan_address=None):
                     % (cfg.xray.route_table, "; ".join(others[:3]))))
     out += merlin_kill_switch(cfg, current.rules)
     out += tproxy_listener(cfg, proc, lan_address)
+    out += v6report.findings(full, current)
     return out
 
 

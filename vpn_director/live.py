@@ -3,7 +3,7 @@
 import re
 from array import array
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from . import sets
 from .model import rule_numeric
@@ -27,19 +27,21 @@ class LiveState:
     sets: Dict[str, LiveSet] = field(default_factory=dict)
     rules: List[Tuple[int, str]] = field(default_factory=list)  # (pref, text after "PREF:\t")
     routes: Dict[int, List[str]] = field(default_factory=dict)
+    ipv6: Optional[object] = None  # ipv6.live.V6Live when the IPv6 part was read
 
     @property
     def prerouting(self):
         return self.chains.get("PREROUTING", [])
 
 
-def parse_iptables_save(text, state):
-    """Fill chains (and counters when -c was used) from `iptables-save -t mangle`."""
-    in_mangle = False
+def parse_iptables_save(text, state, table="mangle"):
+    """Fill chains (and counters when -c was used) from `iptables-save -t mangle` (or another
+    table's section, e.g. `ip6tables-save -t filter`)."""
+    in_table = False
     for line in text.splitlines():
         if line.startswith("*"):
-            in_mangle = line == "*mangle"
-        elif not in_mangle or line.startswith("#") or not line:
+            in_table = line == "*" + table
+        elif not in_table or line.startswith("#") or not line:
             continue
         elif line.startswith(":"):
             state.chains.setdefault(line[1:].split()[0], [])

@@ -112,6 +112,7 @@ class DesiredState:
     jumps: List[JumpSpec] = field(default_factory=list)
     rules: List[RuleSpec] = field(default_factory=list)
     routes: List[RouteSpec] = field(default_factory=list)
+    ipv6: Optional[object] = None  # ipv6.block.V6Desired when advanced.ipv6.mode is block
 
     def scoped(self, scope):
         """The part of the state one component owns (country sets follow whoever uses them)."""

@@ -105,7 +105,7 @@ def plan(full, live, scope, record, stop=False):
         before.update({n: live.chains[n] for n in stale_chains})
         step = Step("update mangle chains and jumps", "iptables",
                     render.chain_doc([(c.name, c.rules) for c in staged], jops, stale_chains),
-                    _chain_undo(before, undo_jumps))
+                    chain_undo(before, undo_jumps))
         step.changes += ["chain %s: %s (%d rules)" % (c.name, "rebuilt" if c.name in live.chains else "created",
                                                        len(c.rules)) for c in staged]
         step.changes += ["jump: %s" % op for op in jops]
@@ -133,9 +133,9 @@ def plan(full, live, scope, record, stop=False):
     return Plan(steps, new, intent, warnings)
 
 
-def looks_like_ours(rules):
+def looks_like_ours(rules, pattern=OUR_TARGET_RE):
     """A chain whose every rule ends in one of the targets vpn-director writes."""
-    return all(OUR_TARGET_RE.search(" " + r) for r in rules)
+    return all(pattern.search(" " + r) for r in rules)
 
 
 def _union(record, new, tmp_rules):
@@ -368,37 +368,56 @@ def _ip_step(name, lines):
 
 
 def jump_ops(d, live, owned_chains, own):
-    """PREROUTING edits, simulated on a copy so every -I position is exact at its moment."""
-    pr = list(live.prerouting)
+    """PREROUTING edits: the Xray jump at position 1, the others after the firmware's mark rules."""
+    return place_jumps("PREROUTING", live.prerouting, d.jumps, owned_chains,
+                       base=lambda pr: _base_position(pr, own), top={own.xray_chain})
+
+
+def place_jumps(parent, current, jumps, owned, base=lambda rules: 0, top=()):
+    """Edits of a built-in chain that put `jumps` in place: (ops, undo ops), simulated on a copy
+    so every -I position is exact at its moment.
+
+    A jump marked first belongs at the top, where only jumps into `top` chains may precede it
+    (several first jumps share the top in any order); the others go at base(rules). Jumps into
+    `owned` chains that are not wanted are deleted.
+    """
+    pr = list(current)
     ops, undo = [], []
+    top = set(top) | {j.target for j in jumps if j.first}
 
     def delete(spec):
         i = pr.index(spec)
         pr.pop(i)
-        ops.append("-D PREROUTING %s" % spec)
-        undo.insert(0, "-I PREROUTING %d %s" % (i + 1, spec))
+        ops.append("-D %s %s" % (parent, spec))
+        undo.insert(0, "-I %s %d %s" % (parent, i + 1, spec))
 
     def insert(pos, spec):
         pr.insert(pos, spec)
-        ops.append("-I PREROUTING %d %s" % (pos + 1, spec))
-        undo.insert(0, "-D PREROUTING %s" % spec)
+        ops.append("-I %s %d %s" % (parent, pos + 1, spec))
+        undo.insert(0, "-D %s %s" % (parent, spec))
 
-    wanted = {j.target: j.spec for j in d.jumps}
+    def head():
+        """Index after the leading jumps into `top` chains."""
+        i = 0
+        while i < len(pr) and target(pr[i]) in top:
+            i += 1
+        return i
+
+    wanted = {j.spec for j in jumps}
     for spec in list(pr):
-        t = target(spec)
-        if t in owned_chains and wanted.get(t) != spec:
+        if target(spec) in owned and spec not in wanted:
             delete(spec)
-    for j in sorted(d.jumps, key=lambda j: not j.first):
+    for j in sorted(jumps, key=lambda j: not j.first):
         copies = [i for i, s in enumerate(pr) if s == j.spec]
         if j.first:
-            in_place = copies == [0]
+            in_place = len(copies) == 1 and copies[0] < head()
         else:
-            in_place = len(copies) == 1 and copies[0] >= _base_position(pr, own)
+            in_place = len(copies) == 1 and copies[0] >= base(pr)
         if in_place:
             continue
         for _ in copies:
             delete(j.spec)
-        insert(0 if j.first else _base_position(pr, own), j.spec)
+        insert(head() if j.first else base(pr), j.spec)
     return ops, undo
 
 
@@ -416,11 +435,11 @@ def target(spec):
     return parts[parts.index("-j") + 1] if "-j" in parts[:-1] else None
 
 
-def _chain_undo(before, undo_jumps):
+def chain_undo(before, undo_jumps, table="mangle"):
     """Document that puts the touched chains and jumps back as they were."""
     rebuilt = [(n, rules) for n, rules in before.items() if rules is not None]
     created = [n for n, rules in before.items() if rules is None]
-    doc = render.chain_doc(rebuilt, undo_jumps, [])
+    doc = render.chain_doc(rebuilt, undo_jumps, [], table)
     if created:  # chains this step created are emptied and removed after the jumps are gone
         doc = doc.replace("COMMIT\n", "".join(":%s - [0:0]\n-X %s\n" % (n, n) for n in created) + "COMMIT\n")
     return doc

@@ -32,13 +32,14 @@ def set_text(name, members):
     return "\n".join(set_lines(name, members))
 
 
-def chain_doc(chains, jump_ops, deleted_chains):
-    """One mangle transaction: declare (= flush) and refill chains, move jumps, delete chains.
+def chain_doc(chains, jump_ops, deleted_chains, table="mangle"):
+    """One transaction on a table (mangle; IPv6's filter): declare (= flush) and refill chains,
+    move jumps, delete chains.
 
     chains: [(name, [rule specs])]; jump_ops: ["-D PREROUTING ...", "-I PREROUTING N ..."] in
     execution order; deleted_chains: names whose jumps the ops already removed.
     """
-    lines = ["*mangle"]
+    lines = ["*" + table]
     lines += [":%s - [0:0]" % name for name, _ in chains]
     lines += [":%s - [0:0]" % name for name in deleted_chains]
     for name, rules in chains:

@@ -140,6 +140,11 @@ def _record_problem(data):
             isinstance(r, list) and len(r) == 4 and isinstance(r[0], int)
             and all(isinstance(x, str) for x in r[1:]) for r in routes):
         return "routes must be [table, route, shown, component] lists"
+    v6 = data.get("ipv6", {})
+    if not isinstance(v6, dict) or not all(
+            isinstance(v6.get(k, {}), dict) and all(isinstance(a, str) and isinstance(b, str)
+                                                    for a, b in v6.get(k, {}).items()) for k in ("chains", "macs")):
+        return "ipv6 must hold chains (name -> component) and macs (address -> MAC)"
     resolved = data.get("resolved", {})
     if not isinstance(resolved, dict) or not all(
             isinstance(v, list) and all(isinstance(a, str) for a in v) for v in resolved.values()):

@@ -5,7 +5,7 @@ before a bad one), so the failing step is repaired too, not only the finished on
 * set steps are restored from the set contents read before the plan (`Step.before`): whatever
   the batch got through, each set ends with its old members, and temporary sets are destroyed;
 * ip steps run their undo with `-force`: a line whose add never happened fails harmlessly;
-* an iptables-restore commit is all or nothing.
+* an iptables-restore (or ip6tables-restore) commit is all or nothing.
 SIGINT and SIGTERM during the steps are held until the running step ends (the tools run in
 their own session, so a terminal's Ctrl-C does not cut a batch), then everything done is undone.
 """
@@ -111,5 +111,7 @@ def _run(tools, name, tool, batch, force=False):
         tools.ipset_restore(name, batch)
     elif tool == "ip":
         tools.ip_batch(name, batch, force=force)
+    elif tool == "ip6tables":
+        tools.ip6tables_restore(name, batch)
     else:
         tools.iptables_restore(name, batch)

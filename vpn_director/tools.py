@@ -43,6 +43,7 @@ class Tools:
         self.calls = 0  # external processes spawned (benchmarks read it)
         self.log = []  # (argv, input) of every write, for tests and --verbose
         self._probe = None
+        self._probe6 = None
 
     # --- locating and probing -------------------------------------------------------------
     def _which(self, name):
@@ -82,16 +83,35 @@ class Tools:
         self._which(save)
         return backend, restore, save, wait
 
-    def _version(self, restore):
+    def probe6(self):
+        """(restore, save) of ip6tables in the backend the iptables probe chose, computed once.
+        ToolError when it is not installed (or only in another backend)."""
+        if self._probe6 is None:
+            backend, restore, _, _ = self.probe()
+            names = [restore.replace("iptables", "ip6tables", 1)]
+            if names[0] == "ip6tables-restore":  # auto: prefer the name that says the backend
+                names.insert(0, "ip6tables-%s-restore" % backend)
+            found = next((n for n in names if shutil.which(n, path=self.env.get("PATH"))), None)
+            if found is None:
+                raise ToolError("preflight", "ip6tables not found (%s)" % " or ".join(names))
+            if found == "ip6tables-restore" and ("nf_tables" in self._version(found, "probe6.json")) != (
+                    backend == "nft"):
+                raise ToolError("preflight", "ip6tables-restore is not the %s backend iptables uses" % backend)
+            save = found.replace("-restore", "-save")
+            self._which(save)
+            self._probe6 = (found, save)
+        return self._probe6
+
+    def _version(self, restore, cache="probe.json"):
         """`restore --version`, remembered in cache_dir for as long as the binary stays the same:
-        a no-op apply then costs only its three reads."""
+        a no-op apply then costs only its reads."""
         real = os.path.realpath(self._which(restore))
         try:
             st = os.stat(real)
             key = "%s:%d:%d" % (real, st.st_mtime_ns, st.st_size)
         except OSError:
             key = None
-        path = os.path.join(self.cache_dir, "probe.json") if self.cache_dir and key else None
+        path = os.path.join(self.cache_dir, cache) if self.cache_dir and key else None
         if path:
             try:
                 with open(path) as fh:
@@ -100,7 +120,7 @@ class Tools:
                     return cached["version"]
             except (OSError, ValueError, AttributeError, KeyError):
                 pass
-        version = self.run("probe iptables", [restore, "--version"]).strip()
+        version = self.run("probe " + restore.split("-")[0], [restore, "--version"]).strip()
         if path:
             try:
                 state.ensure_dir(self.cache_dir)
@@ -143,6 +163,11 @@ class Tools:
         except ToolError:
             return None  # e.g. nf_tables not in this kernel: nothing of ours can be there
 
+    def ip6tables_save(self, counters=False):
+        """`ip6tables-save -t filter` of the backend in use."""
+        _, save = self.probe6()
+        return self.run("read ip6tables", [save, "-t", "filter"] + (["-c"] if counters else []))
+
     def ipset_save(self):
         return self.run("read ipset", ["ipset", "save"])
 
@@ -163,6 +188,11 @@ class Tools:
     # --- writers ---------------------------------------------------------------------------
     def iptables_restore(self, step, doc):
         _, restore, _, wait = self.probe()
+        return self.run(step, [restore, "--noflush"] + wait, input=doc, write=True)
+
+    def ip6tables_restore(self, step, doc):
+        _, _, _, wait = self.probe()
+        restore, _ = self.probe6()
         return self.run(step, [restore, "--noflush"] + wait, input=doc, write=True)
 
     def ipset_restore(self, step, script):
