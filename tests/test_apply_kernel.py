@@ -1,6 +1,7 @@
 """apply / stop / status against a real kernel in a throw-away namespace, under both iptables backends."""
 
 import json
+import re
 
 import pytest
 
@@ -243,8 +244,10 @@ def test_render_out_builds_the_same_state(request, router, backend, tmp_path):
     other.vpd("apply", config=other.config(FULL), check=0)
     assert fed == other.snapshot()
     filter6 = ["ip6tables-%s-save" % backend, "-t", "filter"]
-    assert [l for l in router.ns.run(filter6).stdout.splitlines() if not l.startswith("#")] == \
-        [l for l in other.ns.run(filter6).stdout.splitlines() if not l.startswith("#")]
+
+    def rules6(ns):  # the policies' counters count the namespace's own IPv6 (router solicitations...)
+        return [re.sub(r" \[\d+:\d+\]$", "", l) for l in ns.run(filter6).stdout.splitlines() if not l.startswith("#")]
+    assert rules6(router.ns) == rules6(other.ns)
     # and the tool agrees that the fed state is what the config wants
     router.vpd("status", config=cfg, check=0)
 
