@@ -254,6 +254,14 @@ class _Checker:
             return default
         return raw
 
+    def boolean(self, raw, path, default):
+        if raw is None:
+            return default
+        if not isinstance(raw, bool):
+            self.err(path, "must be true or false, got %r" % (raw,))
+            return default
+        return raw
+
     def mark(self, raw, path, default):
         if raw is None:
             return default
@@ -538,10 +546,7 @@ def _tunnels(c, raw, names, cfg):
             c.err(p, "must be an object with 'clients' and 'exclude', got %s" % _tname(body))
             continue
         c.unknown(body, "tunnel", p)
-        ks = body.get("kill_switch")
-        if ks is not None and not isinstance(ks, bool):
-            c.err(p + ".kill_switch", "must be true or false, got %r" % (ks,))
-            ks = None
+        ks = c.boolean(body.get("kill_switch"), p + ".kill_switch", None)
         out.append(Tunnel(name=name, table=table or 0, slot=slot,
                           clients=c.nets(body.get("clients"), p + ".clients"),
                           exclude=c.set_names(body.get("exclude"), p + ".exclude"), kill_switch=ks))
@@ -563,10 +568,7 @@ def _service(c, adv, boot, cfg):
     cfg.boot_interface_wait = c.integer(boot.get("interface_wait"), "advanced.boot.interface_wait", 10, 0, 600)
     lg = c.obj(adv.get("log"), "advanced.log")
     c.unknown(lg, "advanced.log", "advanced.log")
-    syslog = lg.get("syslog", True)
-    if not isinstance(syslog, bool):
-        c.err("advanced.log.syslog", "must be true or false, got %r" % (syslog,))
-    cfg.log_syslog = syslog is not False
+    cfg.log_syslog = c.boolean(lg.get("syslog"), "advanced.log.syslog", True)
     if lg.get("file") is not None:
         cfg.log_file = c.path(lg.get("file"), "advanced.log.file", None)
     cfg.log_max_bytes = c.integer(lg.get("max_kb"), "advanced.log.max_kb", 256, 1, 1 << 20) << 10
@@ -579,10 +581,7 @@ def _leaks(c, adv, cfg):
     """advanced.kill_switch and advanced.ipv6: what keeps routed clients off the WAN."""
     ks = c.obj(adv.get("kill_switch"), "advanced.kill_switch")
     c.unknown(ks, "advanced.kill_switch", "advanced.kill_switch")
-    enabled = ks.get("enabled", True)
-    if not isinstance(enabled, bool):
-        c.err("advanced.kill_switch.enabled", "must be true or false, got %r" % (enabled,))
-    cfg.kill_switch = enabled is not False
+    cfg.kill_switch = c.boolean(ks.get("enabled"), "advanced.kill_switch.enabled", True)
     cfg.kill_action = _choice(c, ks.get("action"), "advanced.kill_switch.action", "unreachable", KILL_ACTIONS)
     # Guards sit after every lookup rule (the whole slot range), before main at 32766, and
     # outside the firmware's band, whose rules Merlin deletes by priority. By default they
