@@ -222,9 +222,7 @@ def test_refresh_while_probing_never_misroutes(request, lab, tmp_path):
     watchers = []
     for client in EXPECT:
         out = str(tmp_path / ("watch-%s.jsonl" % client))
-        watchers.append((client, out, subprocess.Popen(
-            ["ip", "netns", "exec", lab.clients[client], sys.executable, "-m", "vpn_director.lab_agent", "watch",
-             json.dumps(WATCH), out, stop], env=lab.env())))
+        watchers.append((client, out, lab.watch(client, WATCH, out, stop)))
     windows, kinds = [], []
     try:
         time.sleep(0.3)

@@ -5,8 +5,6 @@ and checks the positive control first: the same probes take the tunnel while it 
 """
 
 import json
-import subprocess
-import sys
 import time
 
 import pytest
@@ -254,9 +252,7 @@ def test_no_leak_while_reapplying_with_a_tunnel_going_down_and_up(lab, tmp_path)
     watchers = {}
     for client in (WGC1_CLIENT, OVPN_CLIENT):
         out = str(tmp_path / ("watch-%s.jsonl" % client))
-        watchers[client] = (out, subprocess.Popen(
-            ["ip", "netns", "exec", lab.clients[client], sys.executable, "-m", "vpn_director.lab_agent", "watch",
-             json.dumps(WATCH), out, stop], env=lab.env()))
+        watchers[client] = (out, lab.watch(client, WATCH, out, stop))
     cur = base
     down_at, up_at = 8, 16
     try:

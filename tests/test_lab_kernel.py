@@ -152,11 +152,9 @@ def test_no_leak_while_reapplying(lab, tmp_path):
     assert lab.apply().returncode == 0
     stop = str(tmp_path / "stop")
     watchers = {}
-    for client, ns in lab.clients.items():
+    for client in lab.clients:
         out = str(tmp_path / ("watch-%s.jsonl" % client))
-        watchers[client] = (out, subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "vpn_director.lab_agent", "watch",
-             json.dumps(WATCH), out, stop], env=lab.env()))
+        watchers[client] = (out, lab.watch(client, WATCH, out, stop))
     expectations = [lab.expectation(cfgmod.validate(json.loads(json.dumps(_with_paths(lab, base)))))]
     windows = []
     # wgc1 goes down (the firmware flushes its table) for applies 20..29, then comes back

@@ -153,9 +153,7 @@ def test_client_move_under_traffic_never_takes_a_third_path(lab, tmp_path):
     procs = []
     for client in ("192.168.50.30", "192.168.50.10"):  # the moving client, and one that stays on Xray
         logs[client] = str(tmp_path / ("watch-%s.jsonl" % client))
-        procs.append(subprocess.Popen(["ip", "netns", "exec", lab.clients[client], sys.executable, "-m",
-                                       "vpn_director.lab_agent", "watch", json.dumps(WATCH), logs[client], stop],
-                                      env=lab.env()))
+        procs.append(lab.watch(client, WATCH, logs[client], stop))
     paths, windows = ["xray"], []
     try:
         time.sleep(0.3)

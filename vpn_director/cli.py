@@ -442,7 +442,8 @@ def cmd_trace(args, cfg, out):
     src_name = _names(cfg).get(args.src)
     if args.live:
         tools = _tools(cfg)
-        current = engine.read_tunnel_tables(tools, cfg, live.read(tools, cfg.xray.route_table))
+        tunnel_tables = [t.table for t in cfg.tunnels if t.table not in (config.MAIN_TABLE, cfg.xray.route_table)]
+        current = live.read(tools, cfg.xray.route_table, extra_tables=tunnel_tables)  # empty table: down
         seen = trace.trace(trace.from_live(current, cfg), args.src, args.dst, args.proto, args.dport,
                            cfg.lan_interface)
         result, source = seen.as_dict(), "live kernel state"
@@ -470,9 +471,8 @@ def _kernel_route(tools, cfg, args, mark):
     try:
         return " ".join(tools.run("kernel route", argv).split())
     except VpdError as e:
-        if "RTNETLINK answers: " in str(e):  # an ip rule refused it (a kill-switch guard)
-            return "refused: %s" % str(e).split("RTNETLINK answers: ")[-1]
-        return "unavailable (%s)" % e
+        why = killswitch.refusal(e)  # an ip rule refused it (a kill-switch guard)
+        return "refused: %s" % why if why else "unavailable (%s)" % e
 
 
 COMMANDS = {"trace": cmd_trace, "apply": cmd_apply, "stop": cmd_stop, "restart": cmd_restart, "status": cmd_status,

@@ -43,6 +43,7 @@ KILL_ACTIONS = ("unreachable", "prohibit", "blackhole")
 IPV6_MODES = ("block", "ignore")
 OTHER_PROTOCOLS = ("direct", "drop")
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+MAIN_TABLE = tables.BUILTIN["main"]  # a tunnel into it sends its clients out by the WAN
 MERLIN_BAND = (10000, 12220)  # Asuswrt-Merlin's own VPN Director and kill-switch rule priorities
 
 
@@ -624,7 +625,7 @@ def _leaks(c, adv, cfg):
 
 def guarded(cfg, tun):
     """Does this tunnel get a kill-switch guard? Never for the main table (it is the WAN)."""
-    if tun.table == 254:
+    if tun.table == MAIN_TABLE:
         return False
     return cfg.kill_switch if tun.kill_switch is None else tun.kill_switch
 

@@ -87,14 +87,6 @@ def read(tools, cfg, record, counters=False):
     return state
 
 
-def read_tunnel_tables(tools, cfg, current):
-    """Add the tunnels' own tables to a live state (trace --live: is a tunnel's table empty?)."""
-    for t in cfg.tunnels:
-        if t.table not in current.routes and t.table != 254:
-            current.routes[t.table] = [l.strip() for l in tools.route_read(t.table).splitlines() if l.strip()]
-    return current
-
-
 def _plan(full, current, scope, record, warn, stop=False):
     p = ipv6.extend(reconcile.plan(full, current, scope, record, stop=stop), full, current, scope, record, stop)
     for w in p.warnings:

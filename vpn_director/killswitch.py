@@ -60,6 +60,12 @@ def lan_subnets(lan, path="/proc/net/route"):
     return out
 
 
+def refusal(error):
+    """The kernel's reason when an `ip route get` was refused by an ip rule (a guard), else None."""
+    text = str(error)
+    return text.split("RTNETLINK answers: ")[-1] if "RTNETLINK answers: " in text else None
+
+
 def tunnel_states(tools, cfg, full, current):
     """Per tunnel with clients and a table of its own: UP, DOWN → BLOCKED or DOWN → LEAKING.
 
@@ -71,7 +77,7 @@ def tunnel_states(tools, cfg, full, current):
     out = []
     _, tunnels = cfgmod.effective(cfg)
     for tun, clients in tunnels:
-        if not clients or tun.table == 254:
+        if not clients or tun.table == cfgmod.MAIN_TABLE:
             continue
         g = guard(cfg, tun)
         mark = cfg.td_mark(tun.slot)
@@ -81,11 +87,11 @@ def tunnel_states(tools, cfg, full, current):
         try:
             answer = " ".join(tools.run("tunnel state", argv).split())
         except VpdError as e:
-            refused = "RTNETLINK answers: " in str(e)  # the rule refused it; anything else is not an answer
-            entry.update(state=BLOCKED if refused else UNKNOWN, kernel=str(e).split("RTNETLINK answers: ")[-1])
+            why = refusal(e)  # refused by a rule; anything else is no answer
+            entry.update(state=BLOCKED if why else UNKNOWN, kernel=why or str(e))
         else:
             words = answer.split()
-            table = words[words.index("table") + 1] if "table" in words[:-1] else "254"
+            table = words[words.index("table") + 1] if "table" in words[:-1] else str(cfgmod.MAIN_TABLE)
             entry.update(state=UP if table == str(tun.table) else LEAKING, kernel=answer)
         out.append(entry)
     return out

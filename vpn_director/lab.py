@@ -254,6 +254,13 @@ class Lab:
                         env=self.env()).stdout
         return json.loads(out)
 
+    def watch(self, client, targets, outfile, stopfile):
+        """Probe `targets` from `client` round after round, one JSON line per probe into `outfile`,
+        until `stopfile` exists: the running process (lab_agent watch)."""
+        argv = ["ip", "netns", "exec", self.clients[client]] + self._agent("watch", json.dumps(targets), outfile,
+                                                                          stopfile)
+        return subprocess.Popen(argv, env=self.env())
+
     def expectation(self, cfg=None):
         """A function (src, dst, proto) -> (verdict, expected answer name), from the desired state."""
         cfg = cfg or cfgmod.load(self.config_path)

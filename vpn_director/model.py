@@ -40,7 +40,7 @@ class JumpSpec:
 
 # Rule actions other than a lookup, and the numbers `ip -N rule show` prints for them (RTN_*).
 RULE_ACTIONS = {"blackhole": 6, "unreachable": 7, "prohibit": 8}
-_ACTION_NAMES = {str(n): a for a, n in RULE_ACTIONS.items()}
+ACTION_NAMES = {str(n): a for a, n in RULE_ACTIONS.items()}
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class RuleSpec:
 def rule_words(text):
     """A rule text as `ip rule add` takes it and people read it: a numeric action by its name."""
     head, _, last = text.rpartition(" ")
-    return "%s %s" % (head, _ACTION_NAMES[last]) if last in _ACTION_NAMES else text
+    return "%s %s" % (head, ACTION_NAMES[last]) if last in ACTION_NAMES else text
 
 
 def rule_numeric(text):

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 from . import aggregate, sets
 from .desired import FIXED_RETURNS
-from .model import RULE_ACTIONS
+from .model import ACTION_NAMES, RULE_ACTIONS
 
 MAIN, DEFAULT, LOCAL = 254, 253, 255
 DROPPED = "DROP"  # what a chain walk returns when a -j DROP rule took the packet
@@ -22,7 +22,6 @@ TPROXY_PROTOS = ("tcp", "udp")  # the only protocols the TPROXY target takes
 PRIVATE = set(FIXED_RETURNS)
 RULE_WORDS = re.compile(r"(not )?(?:from (\S+))?\s*(?:iif (\S+))?\s*(?:fwmark (0x[0-9a-f]+)(?:/(0x[0-9a-f]+))?)?"
                         r"\s*(?:(?:lookup|table) (\S+)|(%s)$)" % "|".join(str(n) for n in RULE_ACTIONS.values()))
-ACTION_NAMES = {n: a for a, n in RULE_ACTIONS.items()}
 
 
 class SetIndex:
@@ -178,7 +177,7 @@ def from_live(current, cfg):
         rules.append(IpRule(pref, int(table or 0), int(mark, 16) if mark else None,
                             int(mask, 16) if mask else 0xFFFFFFFF,
                             None if src in (None, "all") else ipaddress.IPv4Network(src, strict=False),
-                            iif, bool(invert), text, ACTION_NAMES.get(int(action)) if action else None))
+                            iif, bool(invert), text, ACTION_NAMES.get(action)))
     sets = {n: SetIndex(s.members) for n, s in current.sets.items() if s.type.startswith("hash:net")
             or s.type.startswith("hash:ip")}
     rs = _ruleset(cfg, dict(current.chains), sets, rules, ())

@@ -22,7 +22,7 @@ from ..model import TUNNEL, XRAY
 
 ARP = "/proc/net/arp"
 ATF_COM = 0x2  # /proc/net/arp flag of a complete entry
-MAIN_TABLE = 254
+MAIN_TABLE = cfgmod.MAIN_TABLE
 PIN, ARP_SOURCE, LEASE, REMEMBERED = "pin", "arp", "lease", "remembered"
 
 
