@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from . import tables
+from .xray import settings as xray_settings
 from .errors import ConfigError
 from .render import TMP_PREFIX
 
@@ -62,6 +63,7 @@ class Xray:
     clients_ipset: str
     servers_ipset: str
     other_protocols: str = "direct"  # protocols TPROXY cannot take (ICMP, GRE...): direct | drop
+    side: object = None  # xray.settings.XraySide: servers, subscriptions, Xray's own process and files
 
 
 @dataclass
@@ -120,7 +122,7 @@ class Config:
 
 KNOWN = {
     "": {"data_dir", "paused_clients", "xray", "tunnel_director", "advanced", "ipsets", "names"},
-    "xray": {"clients", "servers", "exclude_ips", "exclude_sets", "other_protocols"},
+    "xray": {"clients", "servers", "exclude_ips", "exclude_sets", "other_protocols"} | xray_settings.KNOWN_XRAY,
     "tunnel_director": {"tunnels"},
     "tunnel": {"clients", "exclude", "kill_switch"},
     "advanced": {"xray", "tunnel_director", "boot", "lan_interface", "state_dir", "rt_tables",
@@ -128,7 +130,7 @@ KNOWN = {
     "advanced.kill_switch": {"enabled", "action", "guard_pref_base"},
     "advanced.ipv6": {"mode", "macs"},
     "advanced.xray": {"tproxy_port", "route_table", "rule_pref", "fwmark", "fwmark_mask", "chain",
-                      "clients_ipset", "servers_ipset", "bypass_ipset"},
+                      "clients_ipset", "servers_ipset", "bypass_ipset"} | xray_settings.KNOWN_ADVANCED,
     "advanced.tunnel_director": {"chain", "pref_base", "mark_mask", "mark_shift"},
     "advanced.boot": {"min_time", "wait_delay", "interface_wait"},
     "advanced.log": {"syslog", "file", "max_kb"},
@@ -418,6 +420,7 @@ def validate(raw, path="<config>"):
                              SET_NAME_RE, "set name"),
         other_protocols=_choice(c, xr.get("other_protocols"), "xray.other_protocols", "direct", OTHER_PROTOCOLS),
     )
+    xray.side = xray_settings.check(c, xr, ax, xray.tproxy_port)
     if "servers_ipset" in ax and "bypass_ipset" in ax and ax["servers_ipset"] != ax["bypass_ipset"]:
         c.err("advanced.xray.bypass_ipset", "conflicts with advanced.xray.servers_ipset (%r); keep one"
               % ax["servers_ipset"])
