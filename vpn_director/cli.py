@@ -10,6 +10,7 @@ import sys
 from . import __version__, config, engine, killswitch, lint, live, log, state, status, trace
 from .errors import EXIT_DRIFT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, UsageError, VpdError
 from .ops import cli as ops_cli
+from .xray import cli as xray_cli
 from .tools import Tools
 
 SCOPES = ("all", "tunnel", "xray")
@@ -100,6 +101,7 @@ def build_parser():
         i.add_argument("--root", metavar="DIR", default="/",
                        help="write into this directory tree instead of / (tests, packaging)")
     ops_cli.register(sub, common)  # client, exclude, tunnel, config
+    xray_cli.register(sub, common)  # xray import/sub/servers/use/render/status/restart
     lab = add("lab", help="throw-away virtual router in network namespaces: apply a config, send real "
                           "TCP/UDP from every client, show expected vs observed paths (needs root)")
     lab.add_argument("action", nargs="?", choices=("run", "down"), default="run",
@@ -324,6 +326,9 @@ def cmd_status(args, cfg, out):
     warning = engine.bridge_warning() if cfg.xray.clients else None
     if warning:
         rep["warnings"] = [warning]
+    if args.scope in ("all", "xray") and config.xray_enabled(cfg):
+        from .xray import status as xray_status  # runs `xray version`
+        rep["xray"] = xray_status.version_line(cfg)
     shown = _names(cfg)
     if args.json:
         for r in (r for o in rep["objects"] for r in o.get("rules", [])):
@@ -333,6 +338,8 @@ def cmd_status(args, cfg, out):
         print(json.dumps(rep, indent=1, ensure_ascii=False))
     else:
         out.info(shown.annotate_rules(status.format_text(rep)))
+        if rep.get("xray"):
+            out.info(rep["xray"])
         if warning:
             out.warn(warning)
     return EXIT_OK if rep["ok"] else EXIT_DRIFT

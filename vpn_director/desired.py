@@ -37,18 +37,19 @@ def ownership(cfg):
         xray_sets=(cfg.xray.clients_ipset, cfg.xray.servers_ipset), guard_base=cfg.guard_pref_base)
 
 
-def build(cfg, resolver=resolve_host, country_loader=sets.load_country, lan_nets=()):
+def build(cfg, resolver=resolve_host, country_loader=sets.load_country, lan_nets=(), stored_servers=()):
     """Config -> DesiredState. Reads country zone files and resolves server names; no kernel access.
 
     `country_loader(path)` returns a country list's aggregated members and its listed entry count.
     `lan_nets`: the subnets connected to the LAN interface (killswitch.lan_subnets), which
-    guarded tunnels' clients reach without a mark.
+    guarded tunnels' clients reach without a mark. `stored_servers`: the IPv4 addresses of the
+    servers in the Xray server store (xray.store.addresses), bypassed like `xray.servers`.
     """
     state = DesiredState(ownership=ownership(cfg))
     xclients, tunnels = cfgmod.effective(cfg)
     needed = {}  # set name -> component that first needs it
     if xclients:
-        _xray(cfg, state, xclients, resolver, needed)
+        _xray(cfg, state, xclients, resolver, needed, stored_servers)
     if any(clients for _, clients in tunnels):
         _tunnels(cfg, state, tunnels, needed, lan_nets)
     for name, comp in needed.items():
@@ -60,7 +61,7 @@ def build(cfg, resolver=resolve_host, country_loader=sets.load_country, lan_nets
     return state
 
 
-def _xray(cfg, state, clients, resolver, needed):
+def _xray(cfg, state, clients, resolver, needed, stored_servers):
     x = cfg.xray
     paused = cfgmod.paused_inside(cfg, clients)
     state.sets.append(SetSpec(
@@ -74,6 +75,7 @@ def _xray(cfg, state, clients, resolver, needed):
         except ValueError:
             servers.update(resolver(s))
     servers.update(sets.member(n) for n in x.exclude_ips)
+    servers.update(sets.member(ipaddress.IPv4Network(a)) for a in stored_servers)
     state.sets.append(SetSpec(x.servers_ipset, frozenset(servers), XRAY))
 
     mark = "%#x/%#x" % (x.fwmark, x.fwmark_mask)

@@ -7,6 +7,7 @@ from . import boot, config, desired, killswitch, live, owned, reconcile, servers
 from .errors import ToolError
 from .ipv6 import pipeline as ipv6
 from .live import LiveState
+from .xray import store as xray_store
 from .tools import other_backend
 
 
@@ -23,7 +24,9 @@ def render_batches(full):
 def build(cfg, record, scope="all", warn=lambda msg: None, dns=True):
     """The desired state; server names are resolved only when the Xray part is in scope."""
     resolver = servers.Resolver(record, warn, dns=dns and scope != "tunnel")
-    full = desired.build(cfg, resolver=resolver, lan_nets=killswitch.lan_subnets(cfg.lan_interface))
+    stored = xray_store.addresses(cfg.data_dir, warn) if config.xray_enabled(cfg) else ()
+    full = desired.build(cfg, resolver=resolver, lan_nets=killswitch.lan_subnets(cfg.lan_interface),
+                         stored_servers=stored)
     full.ipv6 = ipv6.build(cfg, record)
     return full, resolver
 

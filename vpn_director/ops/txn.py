@@ -27,6 +27,9 @@ from . import OpsError, history, rawfile
 
 DISPLAY_ONLY = ("names",)  # top-level keys that never reach the kernel
 DISPLAY_ONLY_ADVANCED = ("leases_file",)
+# xray keys about the Xray process and its servers, not the kernel's tables (the server store's
+# addresses reach the kernel through the store, applied by the command that changed it)
+PROCESS_ONLY_XRAY = ("subscriptions", "active_server", "bittorrent")
 
 
 class Unchanged(Exception):
@@ -57,6 +60,11 @@ def run(path, change, apply=True, make_tools=None, allow_invalid=False):
     where = placed(rawfile.read(path).raw, path)
     with state.locked(where.state_dir, where.lock_timeout):
         return _locked(path, change, apply, make_tools or _tools, allow_invalid)
+
+
+def run_locked(path, change, apply=True, make_tools=None):
+    """run() for a caller that already holds the run lock (an Xray switch records its server)."""
+    return _locked(config_path(path), change, apply, make_tools or _tools, False)
 
 
 def _tools(cfg):
@@ -144,10 +152,11 @@ def scope_of(old, new):
         if same(a, b) or key in DISPLAY_ONLY:
             continue
         if key == "xray":
-            comps.add(XRAY)
+            if not same(_strip(a, PROCESS_ONLY_XRAY), _strip(b, PROCESS_ONLY_XRAY)):
+                comps.add(XRAY)
         elif key == "tunnel_director":
             comps.add(TUNNEL)
-        elif key == "advanced" and same(_strip(a), _strip(b)):
+        elif key == "advanced" and same(_strip(a, DISPLAY_ONLY_ADVANCED), _strip(b, DISPLAY_ONLY_ADVANCED)):
             continue
         else:
             return "all"
@@ -159,8 +168,8 @@ def same(a, b):
     return json.dumps(a) == json.dumps(b)
 
 
-def _strip(adv):
-    return {k: v for k, v in adv.items() if k not in DISPLAY_ONLY_ADVANCED} if isinstance(adv, dict) else adv
+def _strip(obj, keys):
+    return {k: v for k, v in obj.items() if k not in keys} if isinstance(obj, dict) else obj
 
 
 def _fetch_missing(cfg):

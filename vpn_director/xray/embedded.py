@@ -25,13 +25,18 @@ STARTED = " started"  # Xray's log line: "[Warning] core: Xray 26.10.10 started"
 TEST_TIMEOUT = 20
 
 
+def _module():
+    """The optional Xray-core package, or None when this interpreter does not have it."""
+    try:
+        import xray
+    except ImportError:
+        return None
+    return xray
+
+
 def available():
     """Whether the Xray-core package can be imported by this interpreter."""
-    try:
-        import xray  # noqa: F401  (the optional Xray-core package)
-    except ImportError:
-        return False
-    return True
+    return _module() is not None
 
 
 def command():
@@ -49,7 +54,9 @@ def _read(path):
 def _start(text):
     """Child: start the instance and wait to be killed."""
     import time
-    import xray
+    xray = _module()
+    if xray is None:
+        sys.exit("the Xray-core Python package is not installed for %s (pip install Xray-core)" % sys.executable)
     xray.startFromJSON(text)
     while True:
         time.sleep(3600)
@@ -121,9 +128,8 @@ def main(argv=None):
         if not ok:
             print(what)
             return code
-        import xray
         print("%s (Xray, Penetrates Everything.) embedded by the Xray-core Python package %s"
-              % (what, xray.__version__))
+              % (what, _module().__version__))
         return 0
     if argv[:1] == ["run"]:
         argv = argv[1:]

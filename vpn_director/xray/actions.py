@@ -1,0 +1,172 @@
+"""The Xray side's operations, each whole under the run lock: import, subscriptions, use, restart.
+
+A change to the server store changes the Xray servers set, so it is applied (scope xray) before
+the command returns; if that apply fails, the store's previous bytes are put back and the
+kernel keeps the previous set. A config edit (a subscription added or removed, the active
+server recorded) goes through the operations layer's transaction like every other edit.
+"""
+
+import os
+import sys
+import time
+
+from .. import config, engine, state
+from ..errors import VpdError
+from ..ops import txn
+from ..ops.txn import Unchanged
+from ..tools import Tools
+from . import XrayError, service, store, subscription, switch
+
+ACTIVE_MISSING = "the active server is no longer in the store"
+
+
+def _lock(cfg):
+    return state.locked(cfg.state_dir, cfg.lock_timeout)
+
+
+def _apply_store(cfg, before, make_tools):
+    """Apply the Xray part after a store change; put the store back if that fails."""
+    if not config.xray_enabled(cfg):
+        return None
+    try:
+        return engine.apply_locked(engine.reread(cfg), make_tools(cfg), "xray")
+    except VpdError as e:
+        store.put_back(cfg.data_dir, before)
+        raise XrayError("applying the new server addresses failed: %s. The server list is back as it was" % e)
+
+
+def _tools(cfg):
+    return Tools(cfg.iptables, cache_dir=cfg.state_dir)
+
+
+def edit_store(cfg, mutate, make_tools=_tools):
+    """Run mutate(store) -> result under the lock; save and apply if the store changed."""
+    with _lock(cfg):
+        before = store.raw_bytes(cfg.data_dir)
+        st = store.load(cfg.data_dir)
+        result = mutate(st)
+        data = st.dumps().encode("utf-8")
+        if data != (before or store.Store().dumps().encode("utf-8")):
+            store.save(cfg.data_dir, st)
+            _apply_store(cfg, before, make_tools)
+        return result
+
+
+def read_input(source, stdin=sys.stdin):
+    """The text of `xray import`'s argument: a share link, a file, or - for stdin."""
+    if source == "-":
+        return stdin.read()
+    low = source[:16].lower()
+    if low.startswith(("http://", "https://")):
+        raise XrayError("%s is a subscription address: add it with `xray sub add ID URL`"
+                        % subscription.redact(source), exit_code=2)
+    if "://" in low:
+        return source
+    try:
+        with open(source, "rb") as f:
+            return f.read(4 << 20).decode("utf-8", errors="replace")
+    except OSError as e:
+        raise XrayError("cannot read %s: %s" % (source, e.strerror or e), exit_code=2)
+
+
+def import_text(cfg, text, make_tools=_tools, resolve=store.resolve):
+    """Store every server in a link list / subscription body. Returns (counts, added, known)."""
+    entries = subscription.parse_body(text.encode("utf-8") if isinstance(text, str) else text)
+    servers = [e for e in entries if isinstance(e, dict)]
+    counts = subscription.counts(entries)
+
+    def mutate(st):
+        return st.add(store.MANUAL, servers, resolve)
+    added, known = edit_store(cfg, mutate, make_tools) if servers else (0, 0)
+    return counts, added, known
+
+
+def sub_update(cfg, sub, fetch=subscription.fetch, make_tools=_tools, resolve=store.resolve, now=time.time):
+    """Refresh one subscription. A fetch that fails, or a body with no usable server, keeps the
+    previous list (the error is remembered in the store and raised). Returns (counts, added, removed)."""
+    source = store.sub_source(sub.id)
+    try:
+        body, headers = fetch(sub.url, sub.user_agent)
+        entries = subscription.parse_body(body)
+        servers = [e for e in entries if isinstance(e, dict)]
+        if not servers:
+            raise XrayError("no usable server in the answer (%s)" % counts_text(subscription.counts(entries)))
+    except XrayError as e:
+        why = str(e)
+
+        def remember(st):
+            st.sources.setdefault(source, {})["error"] = why
+        edit_store(cfg, remember, make_tools)
+        raise XrayError("subscription %s: %s; its previous list is kept" % (sub.id, why))
+    counts = subscription.counts(entries)
+
+    def mutate(st):
+        added, removed = st.replace_source(source, servers, resolve)
+        meta = {"updated": int(now()), "count": len(st.from_source(source)), "error": ""}
+        info = subscription.userinfo(headers)
+        if info:
+            meta["userinfo"] = info
+        st.sources[source] = meta
+        return added, removed
+    added, removed = edit_store(cfg, mutate, make_tools)
+    return counts, added, removed
+
+
+def sub_remove(cfg, sub_id, make_tools=_tools):
+    """Forget the subscription's servers (the config edit is the caller's)."""
+    return edit_store(cfg, lambda st: st.remove_source(store.sub_source(sub_id)), make_tools)
+
+
+def use(cfg, key, backend=None):
+    """Switch to a server; record it as xray.active_server. Returns (server, latency ms)."""
+    with _lock(cfg):
+        cfg = engine.reread(cfg)
+        st = store.load(cfg.data_dir)
+        server = st.find(key)
+        before = store.raw_bytes(cfg.data_dir)
+        try:
+            ms = switch.switch(cfg, server, backend)
+        except XrayError as e:
+            _status(cfg, st, before, server["id"], error=str(e))
+            raise
+        _status(cfg, st, before, server["id"], latency=ms)
+        if cfg.xray.side.active_server != server["id"]:
+            txn.run_locked(cfg.path, _set_active(server["id"]), apply=False)
+        return server, ms
+
+
+def _set_active(server_id):
+    def change(raw, cfg, out):
+        xr = raw.setdefault("xray", {})
+        if not isinstance(xr, dict):
+            raise Unchanged("xray is not an object")
+        xr["active_server"] = server_id
+        return "xray: active server %s" % server_id
+    return change
+
+
+def _status(cfg, st, before, server_id, latency=None, error=""):
+    """Remember the last check of a server (not applied: addresses do not change)."""
+    s = st.by_id(server_id)
+    if s is None:
+        return
+    s["status"] = {"latency_ms": latency, "checked": int(time.time()), "error": error}
+    try:
+        store.save(cfg.data_dir, st)
+    except VpdError:
+        store.put_back(cfg.data_dir, before)
+
+
+def restart(cfg, backend=None):
+    """Restart Xray on the config in place; returns the probe latency (None without a server)."""
+    backend = backend or service.pick(cfg)
+    with _lock(cfg):
+        if not os.path.isfile(service.config_path(cfg, backend)):
+            raise XrayError("no Xray config at %s yet: `vpn-director xray use ID` writes one"
+                            % service.config_path(cfg, backend))
+        return switch.restart(cfg, backend)
+
+
+def counts_text(counts):
+    """"stored 12, insecure 2, plaintext 1" from subscription.counts()."""
+    return ", ".join("%s %d" % (k, v) for k, v in counts.items() if v) or "nothing"

@@ -1,0 +1,277 @@
+"""The `xray ...` commands: argument parsing and printing only; the work is in actions.
+
+The main command line calls register() to add them and runs `args.ops(args, out)`. The modules
+doing the work load only when one of these commands runs (hooks and cron parse these arguments
+too).
+"""
+
+import json
+import os
+import sys
+import time
+
+from .. import config, log
+from ..errors import EXIT_OK
+from . import XrayError
+
+
+def register(sub, common):
+    x = sub.add_parser("xray", help="Xray servers and subscriptions: import, list, switch, render, status",
+                       description="Servers come from share links (vless, vmess, trojan, ss, hysteria2) and "
+                                   "subscriptions; every stored server's address bypasses the proxy. "
+                                   "`xray use` generates Xray's config, tests it, restarts Xray and probes "
+                                   "the proxy, and puts the previous config back on any failure.")
+    acts = x.add_subparsers(dest="action", metavar="ACTION")
+    acts.required = True
+
+    def action(name, handler, help, parent=acts):
+        p = parent.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(ops=handler)
+        return p
+
+    p = action("import", cmd_import, "store the servers of share links: one link, a file of links or a "
+                                     "subscription body, or - for stdin")
+    p.add_argument("source", metavar="LINK|FILE|-")
+    x_sub = action("sub", None, "subscriptions: add, remove, list, update")
+    subs = x_sub.add_subparsers(dest="sub_action", metavar="ACTION")
+    subs.required = True
+    p = action("add", cmd_sub_add, "add a subscription and fetch it", subs)
+    p.add_argument("id", metavar="ID", help="a short name: a-z 0-9 _ -")
+    p.add_argument("url", metavar="URL", help="the subscription address (kept secret: never printed)")
+    p.add_argument("--interval", type=int, default=12, metavar="H", help="refresh every H hours (default 12)")
+    p.add_argument("--user-agent", metavar="UA", help="User-Agent to fetch with (some panels answer by it)")
+    p.add_argument("--no-update", action="store_true", help="only save it; fetch later with `xray sub update`")
+    action("remove", cmd_sub_remove, "remove a subscription and its servers", subs).add_argument("id", metavar="ID")
+    action("list", cmd_sub_list, "the subscriptions: id, address (shortened), servers, last update",
+           subs).add_argument("--json", action="store_true", help="one JSON object")
+    action("update", cmd_sub_update, "fetch subscriptions again (all enabled ones, or ID); a failed or "
+                                     "empty answer keeps the previous list", subs).add_argument(
+        "id", metavar="ID", nargs="?")
+    action("servers", cmd_servers, "the stored servers: number, id, name, kind, address, last latency, status"
+           ).add_argument("--json", action="store_true", help="one JSON object (no credentials)")
+    action("use", cmd_use, "switch Xray to a server (id, number from `xray servers`, or name): test, "
+                           "restart, probe; the previous config comes back on any failure").add_argument(
+        "server", metavar="ID|#|NAME")
+    action("render", cmd_render, "print the Xray config that `xray use` would write (it holds credentials)"
+           ).add_argument("--server", metavar="ID|#|NAME", help="default: the active server")
+    action("status", cmd_status, "Xray's version, service, config file, active server, ports, last error"
+           ).add_argument("--json", action="store_true", help="one JSON object")
+    action("restart", cmd_restart, "restart Xray on its current config and probe the proxy")
+
+
+def _cfg(args, out):
+    from ..ops import txn
+    cfg = config.load(txn.config_path(args.config))
+    for w in cfg.warnings:
+        out.warn(w)
+    return cfg
+
+
+def _logged(cfg, out):
+    """Commands that change something also log it (syslog, log file), like apply."""
+    log.setup(False)
+    problem = log.configure(cfg.log_syslog, cfg.log_file, cfg.log_max_bytes)
+    if problem:
+        out.warn(problem)
+
+
+def _need_root(what):
+    if os.geteuid() != 0:
+        raise XrayError("xray %s needs root: it changes the routing and controls the Xray service" % what)
+
+
+def cmd_import(args, out):
+    from . import actions
+    cfg = _cfg(args, out)
+    _need_root("import")
+    _logged(cfg, out)
+    counts, added, known = actions.import_text(cfg, actions.read_input(args.source))
+    line = "import: %s; %d new, %d already stored" % (actions.counts_text(counts), added, known)
+    out.note(line)
+    return EXIT_OK if counts.get("stored") else 1
+
+
+def _sub_change(mutate):
+    def change(raw, cfg, out):
+        xr = raw.setdefault("xray", {})
+        if not isinstance(xr, dict):
+            raise XrayError("xray in the config is not an object", exit_code=2)
+        subs = xr.setdefault("subscriptions", [])
+        if not isinstance(subs, list):
+            raise XrayError("xray.subscriptions in the config is not a list", exit_code=2)
+        return mutate(subs)
+    return change
+
+
+def cmd_sub_add(args, out):
+    from ..ops import txn
+    cfg = _cfg(args, out)
+    _need_root("sub add")
+    _logged(cfg, out)
+
+    def mutate(subs):
+        if any(isinstance(s, dict) and s.get("id") == args.id for s in subs):
+            raise XrayError("subscription %r exists (`xray sub remove %s` first)" % (args.id, args.id), exit_code=2)
+        entry = {"id": args.id, "url": args.url, "interval_h": args.interval}
+        if args.user_agent:
+            entry["user_agent"] = args.user_agent
+        subs.append(entry)
+        return "xray: subscription %s added" % args.id
+    res = txn.run(args.config, _sub_change(mutate), apply=False)
+    out.note(res.summary)
+    if args.no_update:
+        return EXIT_OK
+    return _update(res.cfg, [s for s in res.cfg.xray.side.subscriptions if s.id == args.id], out)
+
+
+def cmd_sub_remove(args, out):
+    from ..ops import txn
+    from . import actions
+    cfg = _cfg(args, out)
+    _need_root("sub remove")
+    _logged(cfg, out)
+
+    def mutate(subs):
+        keep = [s for s in subs if not (isinstance(s, dict) and s.get("id") == args.id)]
+        if len(keep) == len(subs):
+            raise XrayError("no subscription %r (`xray sub list`)" % args.id, exit_code=2)
+        subs[:] = keep
+        return "xray: subscription %s removed" % args.id
+    res = txn.run(args.config, _sub_change(mutate), apply=False)
+    n = actions.sub_remove(res.cfg, args.id)
+    out.note("%s (%d server(s) forgotten)" % (res.summary, n))
+    return EXIT_OK
+
+
+def cmd_sub_list(args, out):
+    from . import store, subscription
+    cfg = _cfg(args, out)
+    st = store.load(cfg.data_dir)
+    rows = []
+    for s in cfg.xray.side.subscriptions:
+        meta = st.sources.get(store.sub_source(s.id), {})
+        rows.append({"id": s.id, "url": subscription.redact(s.url), "enabled": s.enabled, "interval_h": s.interval_h,
+                     "servers": len(st.from_source(store.sub_source(s.id))), "updated": meta.get("updated"),
+                     "error": meta.get("error", ""), "userinfo": meta.get("userinfo", {})})
+    if args.json:
+        print(json.dumps({"subscriptions": rows}, indent=1, ensure_ascii=False))
+        return EXIT_OK
+    if not rows:
+        out.info("no subscriptions (`vpn-director xray sub add ID URL`)")
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["updated"])) if r["updated"] else "never"
+        out.info("%-12s %-32s %3d server(s)  every %dh  updated %s%s%s" % (
+            r["id"], r["url"], r["servers"], r["interval_h"], when, "" if r["enabled"] else "  (disabled)",
+            "  last error: %s" % r["error"] if r["error"] else ""))
+    return EXIT_OK
+
+
+def cmd_sub_update(args, out):
+    cfg = _cfg(args, out)
+    _need_root("sub update")
+    _logged(cfg, out)
+    subs = cfg.xray.side.subscriptions
+    if args.id:
+        subs = [s for s in subs if s.id == args.id]
+        if not subs:
+            raise XrayError("no subscription %r (`xray sub list`)" % args.id, exit_code=2)
+    else:
+        subs = [s for s in subs if s.enabled]
+    return _update(cfg, subs, out)
+
+
+def _update(cfg, subs, out):
+    from . import actions
+    failed = 0
+    for s in subs:
+        try:
+            counts, added, removed = actions.sub_update(cfg, s)
+        except XrayError as e:
+            out.err("error: %s" % e)
+            failed += 1
+            continue
+        out.note("subscription %s: %s; %d new, %d gone" % (s.id, actions.counts_text(counts), added, removed))
+    return 1 if failed else EXIT_OK
+
+
+def _server_rows(cfg, st):
+    rows = []
+    for i, s in enumerate(st.servers, start=1):
+        status = s.get("status") or {}
+        rows.append({"number": i, "id": s["id"], "name": s.get("name", ""), "label": s.get("label", ""),
+                     "address": s.get("address", ""), "port": s.get("port"), "ips": s.get("ips", []),
+                     "source": s.get("source", ""), "active": s["id"] == cfg.xray.side.active_server,
+                     "latency_ms": status.get("latency_ms"), "error": status.get("error", ""),
+                     "checked": status.get("checked")})
+    return rows
+
+
+def cmd_servers(args, out):
+    from . import store
+    cfg = _cfg(args, out)
+    rows = _server_rows(cfg, store.load(cfg.data_dir))
+    if args.json:
+        print(json.dumps({"servers": rows, "active": cfg.xray.side.active_server}, indent=1, ensure_ascii=False))
+        return EXIT_OK
+    if not rows:
+        out.info("no servers (`vpn-director xray import LINK` or `xray sub add ID URL`)")
+        return EXIT_OK
+    table = [("", "#", "ID", "NAME", "KIND", "ADDRESS", "LATENCY", "STATUS")]
+    for r in rows:
+        latency = "%d ms" % r["latency_ms"] if r["latency_ms"] is not None else "-"
+        table.append(("*" if r["active"] else "", str(r["number"]), r["id"], r["name"], r["label"],
+                      _hostport(r["address"], r["port"]), latency, "failed" if r["error"] else
+                      ("ok" if r["checked"] else "-")))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        out.info("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return EXIT_OK
+
+
+def _hostport(host, port):
+    return "[%s]:%s" % (host, port) if ":" in host else "%s:%s" % (host, port)
+
+
+def cmd_use(args, out):
+    from . import actions
+    cfg = _cfg(args, out)
+    _need_root("use")
+    _logged(cfg, out)
+    server, ms = actions.use(cfg, args.server)
+    out.note("xray: now using %r (%s, %s), probe answered in %d ms"
+             % (server.get("name"), server["id"], server.get("label"), ms))
+    return EXIT_OK
+
+
+def cmd_render(args, out):
+    from . import generate, service, store
+    cfg = _cfg(args, out)
+    st = store.load(cfg.data_dir)
+    key = args.server or cfg.xray.side.active_server
+    if not key:
+        raise XrayError("no active server: give --server ID (`xray servers` lists them)", exit_code=2)
+    server = st.find(key)
+    sys.stdout.write(generate.render(cfg, server, service.error_log(cfg)).decode("utf-8"))
+    return EXIT_OK
+
+
+def cmd_status(args, out):
+    from . import status
+    cfg = _cfg(args, out)
+    rep = status.report(cfg)
+    if args.json:
+        print(json.dumps(rep, indent=1, ensure_ascii=False))
+    else:
+        for line in status.lines(rep):
+            out.info(line)
+    return EXIT_OK if rep["ok"] else 3
+
+
+def cmd_restart(args, out):
+    from . import actions
+    cfg = _cfg(args, out)
+    _need_root("restart")
+    _logged(cfg, out)
+    ms = actions.restart(cfg)
+    out.note("xray: restarted; probe answered in %d ms" % ms)
+    return EXIT_OK
