@@ -44,9 +44,11 @@ def register(sub, common):
     action("remove", cmd_sub_remove, "remove a subscription and its servers", subs).add_argument("id", metavar="ID")
     action("list", cmd_sub_list, "the subscriptions: id, address (shortened), servers, last update",
            subs).add_argument("--json", action="store_true", help="one JSON object")
-    action("update", cmd_sub_update, "fetch subscriptions again (all enabled ones, or ID); a failed or "
-                                     "empty answer keeps the previous list", subs).add_argument(
-        "id", metavar="ID", nargs="?")
+    p = action("update", cmd_sub_update, "fetch subscriptions again (all enabled ones, or ID); a failed or "
+                                         "empty answer keeps the previous list", subs)
+    p.add_argument("id", metavar="ID", nargs="?")
+    p.add_argument("--due", action="store_true",
+                   help="only those whose interval_h has passed since their last update (for cron)")
     action("servers", cmd_servers, "the stored servers: number, id, name, kind, address, last latency, status"
            ).add_argument("--json", action="store_true", help="one JSON object (no credentials)")
     action("use", cmd_use, "switch Xray to a server (id, number from `xray servers`, or name): test, "
@@ -177,6 +179,14 @@ def cmd_sub_update(args, out):
             raise XrayError("no subscription %r (`xray sub list`)" % args.id, exit_code=2)
     else:
         subs = [s for s in subs if s.enabled]
+    if args.due:
+        from . import store
+        st = store.load(cfg.data_dir)
+        now = time.time()
+        subs = [s for s in subs if now - (st.sources.get(store.sub_source(s.id), {}).get("updated") or 0)
+                >= s.interval_h * 3600]
+        if not subs:
+            out.detail("xray sub update --due: no subscription is due")
     return _update(cfg, subs, out)
 
 
