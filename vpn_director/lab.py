@@ -129,6 +129,7 @@ class Lab:
         self._veth(r, "wan0", WAN_NET[0], self.wan, WAN_NET[1])
         self._ip(r, "route", "add", "default", "via", WAN_NET[1].split("/")[0])
         self._endpoint(self.wan, "wan", WAN_NET[0].split("/")[0])
+        self.wan_address = WAN_NET[1].split("/")[0]
 
         for i, name in enumerate(tunnels):
             if name not in self.tables or not IFNAME_RE.match(name):
@@ -356,6 +357,8 @@ def run(raw, keep=False, prefix="vpdlab", backend=None, out=print):
                     ok = answer.split()[1:] == ["%s:%d" % (target["dst"], PORT)]
                 good &= ok
                 rows.append((shown.label(client), role(cfg, client), target["dst"], target["proto"], want, answer, ok))
+        rows += _real_xray(lab, raw, cfg, shown, out)
+        good &= all(r[-1] for r in rows)
         out(_table(rows))
         out("%d of %d probes took the expected path" % (sum(r[-1] for r in rows), len(rows)))
         if keep:
@@ -366,6 +369,22 @@ def run(raw, keep=False, prefix="vpdlab", backend=None, out=print):
     finally:
         if not keep:
             lab.down()
+
+
+def _real_xray(lab, raw, cfg, shown, out):
+    """The last rows: one Xray client's TCP and UDP through a real Xray-core and a real proxy
+    server (lab_xray), when the Xray-core package is installed; the stand-in's rows otherwise."""
+    from . import lab_xray
+    client = next((c for c in lab.clients if role(cfg, c) == "xray"), None)
+    if client is None:
+        return []
+    if not lab_xray.available():
+        out("real Xray: not shown (the Xray-core Python package is not installed: pip install Xray-core)")
+        return []
+    try:
+        return [(shown.label(r[0]),) + r[1:] for r in lab_xray.rows(lab, raw, client, role(cfg, client), PORT)]
+    except RuntimeError as e:
+        return [(shown.label(client), role(cfg, client), "8.8.8.8", "tcp", "real Xray", "failed: %s" % e, False)]
 
 
 def _table(rows):

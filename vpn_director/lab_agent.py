@@ -5,6 +5,7 @@
     python -m vpn_director.lab_agent probe JSON_TARGETS       -> JSON results on stdout
     python -m vpn_director.lab_agent watch JSON_TARGETS OUTFILE STOPFILE
     python -m vpn_director.lab_agent sysctl KEY=VALUE...
+    python -m vpn_director.lab_agent http ADDRESS PORT        -> HTTP 204 to every GET (Xray's probe)
 """
 
 import json
@@ -148,6 +149,22 @@ def ping(dst, count, timeout=1.0):
     return {"sent": count, "answered": sum(echo(dst, timeout) == "echo-reply" for _ in range(count))}
 
 
+def http204(address, port):
+    """The probe target of `xray use` (a generate_204 stand-in): 204 to every request."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer((address, port), Handler)
+    print("ready", flush=True)
+    server.serve_forever()
+
+
 def sysctl(pairs):
     for pair in pairs:
         key, _, value = pair.partition("=")
@@ -170,6 +187,8 @@ def main(argv):
         watch(json.loads(argv[1]), argv[2], argv[3])
     elif cmd == "sysctl":
         sysctl(argv[1:])
+    elif cmd == "http":
+        http204(argv[1], int(argv[2]))
     else:
         raise SystemExit("unknown command %r" % cmd)
 
