@@ -250,3 +250,37 @@ def test_the_parsers_import_only_the_standard_library():
     env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "[]"
+
+
+ODD_VALUES = [None, 0, -1, 1.5, "", "x", [], {}, [1], [{}], {"a": 1}, True]
+
+
+def leaf_paths(node, prefix=()):
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        return
+    for k, v in items:
+        yield prefix + (k,)
+        yield from leaf_paths(v, prefix + (k,))
+
+
+def test_any_odd_value_anywhere_in_an_outbound_gives_a_server_or_a_skip():
+    """JSON entries come from panels: a wrong type in any field is a skip, never a crash."""
+    for c in STORED:
+        for path in leaf_paths(c["server"]["outbound"]):
+            for value in ODD_VALUES + ["<deleted>"]:
+                ob = json.loads(json.dumps(c["server"]["outbound"]))
+                node = ob
+                for k in path[:-1]:
+                    node = node[k]
+                if value == "<deleted>":
+                    del node[path[-1]]
+                else:
+                    node[path[-1]] = value
+                try:
+                    assert "allowInsecure" not in json.dumps(links.server(ob, "n"))
+                except Skip:
+                    pass

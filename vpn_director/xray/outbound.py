@@ -159,10 +159,12 @@ def facts(ob, name=""):
     f["raw_network"] = raw_net
     f["network"] = NETWORKS.get(raw_net, raw_net)
     f["security"] = str(st.get("security") or "none").lower()
+    for key in ("tlsSettings", "realitySettings", "finalmask") + SETTINGS_KEYS.get(f["network"], ()):
+        if st.get(key) is not None and not isinstance(st[key], dict):
+            raise Skip("invalid", "streamSettings.%s is not a JSON object" % key, name)
     f["tls"] = st.get("tlsSettings") or {}
     f["reality"] = st.get("realitySettings") or {}
-    keys = SETTINGS_KEYS.get(f["network"], ())
-    f["transport"] = next((st[k] for k in keys if isinstance(st.get(k), dict)), {})
+    f["transport"] = next((st[k] for k in SETTINGS_KEYS.get(f["network"], ()) if st.get(k)), {})
     f["finalmask"] = st.get("finalmask")
     return f
 
@@ -285,7 +287,7 @@ def _check_protocol(f, skip):
         flow = user.get("flow") or ""
         if flow and flow not in VISION:
             skip("unsupported", "flow %r (legacy XTLS) is not supported" % flow)
-        enc = user.setdefault("encryption", "none") or "none"
+        enc = str(user.setdefault("encryption", "none") or "none")
         if enc != "none" and not _vless_encryption_ok(enc):
             skip("invalid", "unknown VLESS encryption")
     if kind == "trojan" and not user.get("password"):
