@@ -284,3 +284,13 @@ def test_any_odd_value_anywhere_in_an_outbound_gives_a_server_or_a_skip():
                     assert "allowInsecure" not in json.dumps(links.server(ob, "n"))
                 except Skip:
                     pass
+
+
+@pytest.mark.parametrize("link, secret", [
+    ("trojan://host.example.com:Pa55word#swapped", "Pa55word"),
+    ("ss://Pa55/w0rd+x:aes-256-gcm@ss.example.com:8388#swapped", "Pa55/w0rd+x"),
+    ("vless://%s@h.example.com:443?security=reality&pbk=%s&sid=Pa55&fp=chrome" % (U, PBK), "Pa55"),
+])
+def test_a_garbled_link_does_not_echo_its_secret(link, secret):
+    e = skip_of(link)
+    assert secret not in str(e)

@@ -129,7 +129,7 @@ def _port(text, default=None):
         return default
     first = text.split(",")[0].split("-")[0].strip() if default is not None else text
     if not first.isdigit() or not 0 < int(first) < 65536:
-        raise Skip("invalid", "port %r is not a number from 1 to 65535" % text[:20])
+        raise Skip("invalid", "the port is not a number from 1 to 65535")
     return int(first)
 
 

@@ -239,7 +239,7 @@ def check(ob, name=""):
     if not isinstance(address, str) or not address.strip():
         skip("invalid", "no server address")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        skip("invalid", "port %r is not a number from 1 to 65535" % (port,))
+        skip("invalid", "the port is not a number from 1 to 65535")
     if address.lower().strip("[]") in PLACEHOLDERS:
         skip("placeholder", "%s is a placeholder address, not a server" % address)
     _check_protocol(f, skip)
@@ -299,7 +299,8 @@ def _check_protocol(f, skip):
         if method in ("none", "plain"):
             skip("unsupported", "cipher %s (no encryption) is not supported by current Xray" % method)
         if method not in SS_AEAD and method not in SS_2022:
-            skip("unsupported", "cipher %s is not supported by Xray" % (method or "(none)"))
+            shown = method if re.fullmatch(r"[a-z0-9_-]{1,40}", method) else "(unknown)"  # never a password
+            skip("unsupported", "cipher %s is not supported by Xray" % shown)
         if method in SS_2022:
             keys = str(user["password"]).split(":")
             if any(_b64_len(k) != SS_2022[method] for k in keys):
