@@ -1,6 +1,7 @@
 """The Xray side: servers from share links and subscriptions, the generated Xray config, switching.
 
   links         one share link (vless, vmess, trojan, ss, hysteria2) -> Server or Skip
+  outbound      the classic outbound form; the one check links and JSON entries pass; id, label, version
   subscription  a subscription body (base64, link list, Xray JSON) -> Servers and Skips; fetching
   store         <data_dir>/servers.json: the imported servers, their addresses, status
   generate      a server's outbound + the config -> the Xray config file (deterministic bytes)
