@@ -43,7 +43,7 @@ def log_size(path):
         return 0
 
 
-def log_tail(path, since, keep=("Failed", "[Error]", "error", "panic")):
+def log_tail(path, since, keep=("Failed to start", "[Error]", "panic:")):
     """Xray's last error line written to its log after offset `since` ("" if none)."""
     try:
         with open(path, "rb") as f:
