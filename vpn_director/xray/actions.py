@@ -52,10 +52,10 @@ def edit_store(cfg, mutate, make_tools=_tools):
         return result
 
 
-def read_input(source, stdin=sys.stdin):
+def read_input(source, stdin=None):
     """The text of `xray import`'s argument: a share link, a file, or - for stdin."""
     if source == "-":
-        return stdin.read()
+        return (stdin or sys.stdin).read()
     low = source[:16].lower()
     if low.startswith(("http://", "https://")):
         raise XrayError("%s is a subscription address: add it with `xray sub add ID URL`"
