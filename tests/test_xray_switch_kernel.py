@@ -58,8 +58,17 @@ def world(request, tmp_path_factory):
             assert p.returncode == check, "exit %d\n%s\n%s" % (p.returncode, p.stdout, p.stderr)
         return p
     w.vpd = vpd
-    request.addfinalizer(lambda: ns.run(["pkill", "-f", "vpn_director.xray.embedded"], check=False))
+    request.addfinalizer(lambda: kill_in(ns))  # the Xray that vpn-director started (managed)
     return w
+
+
+def kill_in(ns):
+    """Kill the processes of this namespace only (pkill would reach every namespace's)."""
+    for pid in ns.run(["ip", "netns", "pids", ns.name], check=False).stdout.split():
+        try:
+            os.kill(int(pid), 9)
+        except (OSError, ValueError):
+            pass
 
 
 def xray_file(w):

@@ -763,6 +763,9 @@ def _serve_far(tcp_port, udp_port, log_path):
             parts = req.split(b"\r\n", 1)[0].split()
             path = parts[1].decode(errors="replace") if len(parts) > 1 else ""
             log.write(proto="tcp", src=peer[0], sport=peer[1], dst=dst[0], dport=dst[1], path=path)
+            if path.startswith("/generate_204"):  # the probe of `xray use`
+                conn.sendall(b"HTTP/1.0 204 No Content\r\nConnection: close\r\n\r\n")
+                return
             body = ("far %s:%d %s from %s\n" % (dst[0], dst[1], path, peer[0])).encode()
             conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
                          b"Connection: close\r\n\r\n" % len(body) + body)
