@@ -16,7 +16,6 @@ refresh can never send a client's traffic for a proxy server into the proxy itse
 import ipaddress
 import json
 import os
-import socket
 import time
 
 from .. import state
@@ -178,8 +177,10 @@ def addresses(data_dir, warn=lambda msg: None):
     return sorted(out, key=lambda a: ipaddress.IPv4Address(a))
 
 
-def resolve(host, lookup=socket.getaddrinfo):
+def resolve(host, lookup=None):
     """A server address -> its IPv4 addresses ([] if it does not resolve now; refreshed later)."""
+    import socket  # only imports and refreshes resolve; every apply reads this module
+    lookup = lookup or socket.getaddrinfo
     try:
         return [str(ipaddress.IPv4Address(host))]
     except ValueError:
