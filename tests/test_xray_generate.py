@@ -230,7 +230,7 @@ def test_features_read_from_the_outbound():
     assert f(xs.ALL["hysteria2"]["outbound"]) == ["quic-sniffing", "hysteria2", "pinnedPeerCertSha256", "finalmask"]
     assert f(xs.ALL["vless-xhttp-tls"]["outbound"]) == ["quic-sniffing", "xhttp", "xhttp-extra"]
     assert f(xs.ALL["vless-ws-tls"]["outbound"]) == ["quic-sniffing", "ws-host"]
-    assert f(xs.ALL["ss-2022"]["outbound"]) == ["quic-sniffing"]
+    assert f(xs.ALL["ss-2022"]["outbound"]) == ["quic-sniffing", "ss-2022"]
 
 
 def test_check_messages():

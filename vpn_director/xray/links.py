@@ -17,7 +17,7 @@ import json
 import re
 from urllib.parse import unquote, unquote_plus
 
-from . import Skip
+from . import Skip, version
 from . import outbound as obmod
 from .outbound import server_id
 
@@ -60,7 +60,7 @@ def server(ob, name=""):
         name = "%s:%d" % ("[%s]" % address if ":" in address else address, f["port"])
     entry = {"id": obmod.identity(f), "name": name, "protocol": f["kind"], "address": address,
              "port": f["port"], "label": obmod.kind_label(f), "outbound": ob}
-    needs = obmod.requires(f)
+    needs = version.requires(ob)
     if needs:
         entry["requires"] = needs
     return entry

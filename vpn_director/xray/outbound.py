@@ -3,9 +3,9 @@
 `stream(fields)` and the protocol builders write the classic, widest-compatible outbound form
 (vnext/servers arrays, "network", empty keys left out, no "tag"). `check` is the one place that
 decides whether an outbound is stored: links and Xray-JSON subscription entries both pass through
-it, so the same server gets the same skip reason from either source. `identity`, `kind_label`
-and `requires` describe a checked outbound: its stable id, its short kind and the lowest Xray version
-that builds it (the version gates follow Xray-core's git history).
+it, so the same server gets the same skip reason from either source. `identity` and `kind_label`
+describe a checked outbound: its stable id and its short kind (the lowest Xray version that builds
+it comes from version.requires, where the version gates live).
 """
 
 import base64
@@ -400,44 +400,3 @@ def kind_label(f):
     if str(f["user"].get("flow") or "").startswith("xtls-rprx-vision"):
         parts.append("vision")
     return "·".join(parts)
-
-
-def _version(text):
-    return tuple(int(p) for p in text.split("."))
-
-
-def requires(f):
-    """The lowest Xray version that builds this outbound, or None when any 1.8 does."""
-    t, tls, reality, user = f["transport"], f["tls"], f["reality"], f["user"]
-    needs = []
-    if str(user.get("flow") or "").startswith("xtls-rprx-vision"):
-        needs.append("1.6.2")
-    if f["kind"] == "shadowsocks" and str(user.get("method")).lower() in SS_2022:
-        needs.append("1.5.6")
-    if f["security"] == "reality":
-        needs.append("1.8.0")
-    if f["network"] == "httpupgrade" or (f["network"] == "grpc" and t.get("authority")):
-        needs.append("1.8.9")
-    if f["network"] == "ws" and t.get("host"):
-        needs.append("1.8.10")
-    if f["network"] == "xhttp":
-        needs.append("1.8.15" if f["raw_network"] == "splithttp" else "24.10.31")
-        if t.get("extra"):
-            needs.append("24.11.11")
-    if f["security"] == "reality" and reality.get("mldsa65Verify"):
-        needs.append("25.7.23")
-    if f["security"] == "tls" and tls.get("echConfigList"):
-        needs.append("25.7.26")
-    if f["kind"] == "vless" and (user.get("encryption") or "none") != "none":
-        needs.append("25.8.29")
-    if f["flat"]:
-        needs.append("25.9.10")
-    if f["kind"] == "hysteria2":
-        needs.append("26.1.13")
-    if f["security"] == "tls" and tls.get("pinnedPeerCertSha256"):
-        needs.append("26.1.31" if "," in tls["pinnedPeerCertSha256"] else "26.1.13")
-    if f["security"] == "tls" and tls.get("verifyPeerCertByName"):
-        needs.append("26.1.31")
-    if f["finalmask"]:
-        needs.append("26.1.31")
-    return max(needs, key=_version) if needs else None

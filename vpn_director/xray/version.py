@@ -16,11 +16,13 @@ from . import XrayError
 # (research xray-layer.md §0 and §3.6).
 GATES = {
     "quic-sniffing": ((1, 5, 6), None),
+    "ss-2022": ((1, 5, 6), None),
     "vision": ((1, 6, 2), None),
     "reality": ((1, 8, 0), None),
     "httpupgrade": ((1, 8, 9), None),
     "grpc-authority": ((1, 8, 9), None),
     "ws-host": ((1, 8, 10), None),
+    "splithttp": ((1, 8, 15), None),  # xhttp's first name
     "xhttp": ((24, 10, 31), None),
     "xhttp-extra": ((24, 11, 11), None),
     "h2-transport": (None, (24, 12, 15)),  # network h2/http: PrintRemovedFeatureError
@@ -28,8 +30,10 @@ GATES = {
     "mldsa65Verify": ((25, 7, 23), None),
     "echConfigList": ((25, 7, 26), None),
     "vless-encryption": ((25, 8, 29), None),
+    "flat-outbound": ((25, 9, 10), None),  # settings.address/port without vnext/servers
     "hysteria2": ((26, 1, 13), None),
     "pinnedPeerCertSha256": ((26, 1, 13), None),
+    "pinned-cert-list": ((26, 1, 31), None),  # several pins separated by ","
     "finalmask": ((26, 1, 31), None),
     "verifyPeerCertByName": ((26, 1, 31), None),
     "quicParams": ((26, 3, 23), None),
@@ -98,15 +102,21 @@ def features(outbound):
     net = str(ss.get("network") or "tcp").lower()
     sec = str(ss.get("security") or "none").lower()
     tls = ss.get("tlsSettings") or {}
-    users = _users(outbound.get("settings") or {})
+    settings = outbound.get("settings") or {}
+    users = _users(settings)
+    pins = str(tls.get("pinnedPeerCertSha256") or "")
     found = {
         "quic-sniffing": True,
+        "ss-2022": outbound.get("protocol") == "shadowsocks" and any(
+            str(x.get("method", "")).lower().startswith("2022-") for x in (settings.get("servers") or [settings])
+            if isinstance(x, dict)),
         "vision": any(str(u.get("flow", "")).startswith("xtls-rprx-vision") for u in users),
         "reality": sec == "reality",
         "httpupgrade": net == "httpupgrade",
         "grpc-authority": bool((ss.get("grpcSettings") or {}).get("authority")),
         "ws-host": net in ("ws", "websocket") and bool((ss.get("wsSettings") or {}).get("host")),
-        "xhttp": net in ("xhttp", "splithttp"),
+        "splithttp": net == "splithttp",
+        "xhttp": net == "xhttp",
         "xhttp-extra": "extra" in (ss.get("xhttpSettings") or ss.get("splithttpSettings") or {}),
         "h2-transport": net in ("h2", "h3", "http"),
         "quic-transport": net == "quic",
@@ -114,14 +124,24 @@ def features(outbound):
         "echConfigList": bool(tls.get("echConfigList")),
         "vless-encryption": outbound.get("protocol") == "vless"
         and any(u.get("encryption", "none") != "none" for u in users),
+        "flat-outbound": outbound.get("protocol") in ("vless", "vmess", "trojan", "shadowsocks")
+        and "address" in settings,
         "hysteria2": outbound.get("protocol") == "hysteria",
         "pinnedPeerCertSha256": bool(tls.get("pinnedPeerCertSha256")),
+        "pinned-cert-list": "," in pins,
         "finalmask": bool(ss.get("finalmask")),
         "verifyPeerCertByName": bool(tls.get("verifyPeerCertByName")),
         "quicParams": bool((ss.get("finalmask") or {}).get("quicParams")),
         "allowInsecure": any(str(k).lower() == "allowinsecure" for k in tls),  # Go matches keys in any case
     }
     return [name for name in GATES if found.get(name)]
+
+
+def requires(outbound):
+    """The lowest Xray version ("26.1.31") that builds this outbound (the newest first version of
+    the gated features it uses), or None when it uses none; stored with each server."""
+    firsts = [GATES[name][0] for name in features(outbound) if name != "quic-sniffing" and GATES[name][0]]
+    return text(max(firsts)) if firsts else None
 
 
 def _users(settings):
