@@ -33,6 +33,8 @@ SYSTEMD_FILES = {
     "etc/systemd/system/vpn-director-watch.timer": 0o644,
     "etc/systemd/system/vpn-director-update.service": 0o644,
     "etc/systemd/system/vpn-director-update.timer": 0o644,
+    "etc/systemd/system/vpn-director-subs.service": 0o644,
+    "etc/systemd/system/vpn-director-subs.timer": 0o644,
 }
 HOOKS = ("firewall-start", "nat-start", "wan-event", "openvpn-event")
 
@@ -69,6 +71,8 @@ def test_merlin_files_and_modes(tmp_path, capsys):
     assert 'cru a vpn-director-watch "* * * * * /opt/sbin/vpn-director apply --if-changed' in init
     assert 'cru a vpn-director-update "17 4 * * * /opt/sbin/vpn-director update' in init
     assert "cru d vpn-director-watch" in init and "cru d vpn-director-update" in init
+    assert 'cru a vpn-director-subs "23 * * * * /opt/sbin/vpn-director xray sub update --due' in init
+    assert "cru d vpn-director-subs" in init
     assert files["opt/vpn-director/vpn-director.json"][0] == open(EXAMPLE, "rb").read()
     for hook in HOOKS:
         body = text["jffs/scripts/" + hook]
@@ -264,11 +268,11 @@ def test_live_systemd_install_enables_and_uninstall_disables(tmp_path):
     inst.install()
     assert run.calls == [["systemctl", "daemon-reload"],
                          ["systemctl", "enable", "vpn-director.service", "vpn-director-watch.timer",
-                          "vpn-director-update.timer"]]
+                          "vpn-director-update.timer", "vpn-director-subs.timer"]]
     del run.calls[:]
     inst.uninstall()
-    assert run.calls == [["systemctl", "disable", "--now", "vpn-director-update.timer", "vpn-director-watch.timer",
-                          "vpn-director.service"], ["systemctl", "daemon-reload"]]
+    assert run.calls == [["systemctl", "disable", "--now", "vpn-director-subs.timer", "vpn-director-update.timer",
+                          "vpn-director-watch.timer", "vpn-director.service"], ["systemctl", "daemon-reload"]]
 
 
 def test_live_merlin_install_warns_about_jffs_scripts_and_uninstall_stops_first(tmp_path):

@@ -19,6 +19,7 @@ from .state import write_atomic
 
 WATCH_ARGS = "apply --if-changed"
 UPDATE_ARGS = "update"
+SUBS_ARGS = "xray sub update --due"  # each subscription at its own interval_h; hourly is the finest
 SHEBANG = "#!/bin/sh\n"
 BEGIN = "# >>> vpn-director >>>"
 END = "# <<< vpn-director <<<"
@@ -54,7 +55,8 @@ def _merlin():
         files={init: ("merlin-init.sh", {
             # cru: Merlin's cron front end; its table lives in /tmp, so the init script re-adds it at boot
             "WATCH_CRON": "* * * * * %s %s%s" % (launcher, WATCH_ARGS, quiet),
-            "UPDATE_CRON": "17 4 * * * %s %s%s" % (launcher, UPDATE_ARGS, quiet)})},
+            "UPDATE_CRON": "17 4 * * * %s %s%s" % (launcher, UPDATE_ARGS, quiet),
+            "SUBS_CRON": "23 * * * * %s %s%s" % (launcher, SUBS_ARGS, quiet)})},
         executables=(init,),
         hooks=("firewall-start", "nat-start", "wan-event", "openvpn-event"))
 
@@ -65,6 +67,8 @@ def _systemd():
         "watch": ("re-apply when the live state drifts", WATCH_ARGS, "OnActiveSec=1min\nOnUnitActiveSec=1min"),
         "update": ("refresh the country lists", UPDATE_ARGS,
                    "OnCalendar=daily\nRandomizedDelaySec=1h\nPersistent=true"),
+        "subs": ("refresh the Xray subscriptions that are due", SUBS_ARGS,
+                 "OnCalendar=hourly\nRandomizedDelaySec=5min"),
     }
     files = {units + "vpn-director.service": ("vpn-director.service", {})}
     for job, (desc, args, schedule) in jobs.items():
@@ -74,7 +78,8 @@ def _systemd():
         name="systemd", python="/usr/bin/python3", program="/usr/local/lib/vpn-director/vpn-director.pyz",
         launcher="/usr/local/sbin/vpn-director", config="/etc/vpn-director/vpn-director.json", files=files,
         example_paths={"data_dir": "/var/lib/vpn-director", "state_dir": "/run/vpn-director"},
-        units=("vpn-director.service", "vpn-director-watch.timer", "vpn-director-update.timer"))
+        units=("vpn-director.service", "vpn-director-watch.timer", "vpn-director-update.timer",
+               "vpn-director-subs.timer"))
 
 
 TARGETS = {"merlin": _merlin(), "systemd": _systemd()}

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Entware init script for vpn-director, written by `vpn-director install` (an upgrade rewrites it).
-# start: the cron jobs (drift watchdog every minute, country lists daily), then apply;
+# start: the cron jobs (drift watchdog every minute, country lists daily, Xray subscriptions
+# hourly when due), then apply;
 # stop: the cron jobs out, then remove everything vpn-director owns.
 PROG=@LAUNCHER@
 
@@ -9,9 +10,11 @@ cron_jobs() {
     if [ "$1" = add ]; then
         cru a vpn-director-watch "@WATCH_CRON@"
         cru a vpn-director-update "@UPDATE_CRON@"
+        cru a vpn-director-subs "@SUBS_CRON@"
     else
         cru d vpn-director-watch
         cru d vpn-director-update
+        cru d vpn-director-subs
     fi
 }
 
