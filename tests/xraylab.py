@@ -53,6 +53,8 @@ import time
 import urllib.parse
 import uuid
 
+from vpn_director.xray.socks import SocksError, recv_exact
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.abspath(__file__)
 SNI = "proxy.lab.test"
@@ -631,29 +633,26 @@ def probe(ns, probes, timeout=5.0):
 
 def _socks_handshake(sock, cmd, host, port):
     sock.sendall(b"\x05\x01\x00")
-    if _recvn(sock, 2) != b"\x05\x00":
+    if _recvn_(sock, 2) != b"\x05\x00":
         raise OSError("socks: no-auth refused")
     sock.sendall(b"\x05" + bytes([cmd]) + b"\x00\x01" + socket.inet_aton(host) + struct.pack(">H", port))
-    head = _recvn(sock, 4)
+    head = _recvn_(sock, 4)
     if head[1] != 0:
         raise OSError("socks: reply %d" % head[1])
     if head[3] == 1:
-        addr = socket.inet_ntoa(_recvn(sock, 4))
+        addr = socket.inet_ntoa(_recvn_(sock, 4))
     elif head[3] == 4:
-        addr = socket.inet_ntop(socket.AF_INET6, _recvn(sock, 16))
+        addr = socket.inet_ntop(socket.AF_INET6, _recvn_(sock, 16))
     else:
-        addr = _recvn(sock, _recvn(sock, 1)[0]).decode()
-    return addr, struct.unpack(">H", _recvn(sock, 2))[0]
+        addr = _recvn_(sock, _recvn_(sock, 1)[0]).decode()
+    return addr, struct.unpack(">H", _recvn_(sock, 2))[0]
 
 
-def _recvn(sock, n):
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise OSError("connection closed")
-        data += chunk
-    return data
+def _recvn_(sock, n):
+    try:
+        return recv_exact(sock, n)
+    except SocksError as e:
+        raise OSError(str(e))
 
 
 def _http_complete(data):

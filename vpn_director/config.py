@@ -265,6 +265,14 @@ class _Checker:
             return default
         return raw
 
+    def choice(self, raw, path, default, choices):
+        if raw is None:
+            return default
+        if raw not in choices:
+            self.err(path, "%r is not one of %s" % (raw, ", ".join(choices)))
+            return default
+        return raw
+
     def mark(self, raw, path, default):
         if raw is None:
             return default
@@ -418,7 +426,7 @@ def validate(raw, path="<config>"):
                              SET_NAME_RE, "set name"),
         servers_ipset=c.name(ax.get(servers_key), "advanced.xray." + servers_key, "XRAY_SERVERS",
                              SET_NAME_RE, "set name"),
-        other_protocols=_choice(c, xr.get("other_protocols"), "xray.other_protocols", "direct", OTHER_PROTOCOLS),
+        other_protocols=c.choice(xr.get("other_protocols"), "xray.other_protocols", "direct", OTHER_PROTOCOLS),
     )
     xray.side = xray_settings.check(c, xr, ax, xray.tproxy_port)
     if "servers_ipset" in ax and "bypass_ipset" in ax and ax["servers_ipset"] != ax["bypass_ipset"]:
@@ -447,7 +455,7 @@ def validate(raw, path="<config>"):
         td_mark_shift=mark_shift,
         boot_min_time=c.integer(boot.get("min_time"), "advanced.boot.min_time", 120, 0, 86400),
         boot_wait_delay=c.integer(boot.get("wait_delay"), "advanced.boot.wait_delay", 60, 0, 3600),
-        iptables=_choice(c, adv.get("iptables"), "advanced.iptables", "auto", IPTABLES_BACKENDS),
+        iptables=c.choice(adv.get("iptables"), "advanced.iptables", "auto", IPTABLES_BACKENDS),
         lock_timeout=c.integer(adv.get("lock_timeout"), "advanced.lock_timeout", 120, 0, 3600),
         ipset_sources=_sources(c, raw.get("ipsets")),
     )
@@ -478,15 +486,6 @@ def _dups(c, raw, path):
             for i, item in enumerate(v):
                 if isinstance(item, dict):
                     _dups(c, item, "%s[%d]" % (_join(path, k), i))
-
-
-def _choice(c, raw, path, default, choices):
-    if raw is None:
-        return default
-    if raw not in choices:
-        c.err(path, "%r is not one of %s" % (raw, ", ".join(choices)))
-        return default
-    return raw
 
 
 def _sources(c, raw):
@@ -586,7 +585,7 @@ def _leaks(c, adv, cfg):
     ks = c.obj(adv.get("kill_switch"), "advanced.kill_switch")
     c.unknown(ks, "advanced.kill_switch", "advanced.kill_switch")
     cfg.kill_switch = c.boolean(ks.get("enabled"), "advanced.kill_switch.enabled", True)
-    cfg.kill_action = _choice(c, ks.get("action"), "advanced.kill_switch.action", "unreachable", KILL_ACTIONS)
+    cfg.kill_action = c.choice(ks.get("action"), "advanced.kill_switch.action", "unreachable", KILL_ACTIONS)
     # Guards sit after every lookup rule (the whole slot range), before main at 32766, and
     # outside the firmware's band, whose rules Merlin deletes by priority. By default they
     # start just past the lookups' range plus one (16640 with the default 16384 and 255 slots).
@@ -610,7 +609,7 @@ def _leaks(c, adv, cfg):
 
     v6 = c.obj(adv.get("ipv6"), "advanced.ipv6")
     c.unknown(v6, "advanced.ipv6", "advanced.ipv6")
-    cfg.ipv6_mode = _choice(c, v6.get("mode"), "advanced.ipv6.mode", "block", IPV6_MODES)
+    cfg.ipv6_mode = c.choice(v6.get("mode"), "advanced.ipv6.mode", "block", IPV6_MODES)
     for key, mac in c.obj(v6.get("macs"), "advanced.ipv6.macs").items():
         p = "advanced.ipv6.macs.%s" % key
         try:

@@ -54,7 +54,7 @@ def check(c, xr, ax, tproxy_port):
         c.err("xray.active_server", "%r is not a server id (12 hex digits; see `xray servers`)" % (act,))
     else:
         side.active_server = act
-    side.bittorrent = _choice(c, xr.get("bittorrent"), "xray.bittorrent", "block", BITTORRENT)
+    side.bittorrent = c.choice(xr.get("bittorrent"), "xray.bittorrent", "block", BITTORRENT)
     side.socks_port = c.integer(ax.get("socks_port"), "advanced.xray.socks_port", 12346, 1, 65535)
     if side.socks_port == tproxy_port:
         c.err("advanced.xray.socks_port", "%d is the TPROXY port (advanced.xray.tproxy_port)" % tproxy_port)
@@ -63,7 +63,7 @@ def check(c, xr, ax, tproxy_port):
         c.err("advanced.xray.binary", "%r is neither an absolute path nor a command name" % (binary,))
     elif binary is not None:
         side.binary = binary
-    side.service = _choice(c, ax.get("service"), "advanced.xray.service", "auto", SERVICES)
+    side.service = c.choice(ax.get("service"), "advanced.xray.service", "auto", SERVICES)
     side.config_path = c.path(ax.get("config_path"), "advanced.xray.config_path", None)
     if side.config_path is not None and not side.config_path.endswith(".json"):
         c.err("advanced.xray.config_path", "must end in .json (Xray reads the format from the name)")
@@ -103,12 +103,3 @@ def _subscriptions(c, raw):
         out.append(Subscription(sid, url, c.boolean(item.get("enabled"), p + ".enabled", True),
                                 c.integer(item.get("interval_h"), p + ".interval_h", 12, 1, 24 * 30), ua))
     return out
-
-
-def _choice(c, raw, path, default, choices):
-    if raw is None:
-        return default
-    if raw not in choices:
-        c.err(path, "%r is not one of %s" % (raw, ", ".join(choices)))
-        return default
-    return raw

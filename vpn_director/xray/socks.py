@@ -19,7 +19,7 @@ class SocksError(Exception):
     """The proxy or the target did not answer as expected; the message says which step failed."""
 
 
-def _recv(sock, n):
+def recv_exact(sock, n):
     data = b""
     while len(data) < n:
         chunk = sock.recv(n - len(data))
@@ -37,7 +37,7 @@ def connect(proxy_port, host, port, timeout=10.0, proxy_host="127.0.0.1"):
         raise SocksError("SOCKS inbound %s:%d: %s" % (proxy_host, proxy_port, e.strerror or e))
     try:
         s.sendall(b"\x05\x01\x00")
-        if _recv(s, 2) != b"\x05\x00":
+        if recv_exact(s, 2) != b"\x05\x00":
             raise SocksError("the proxy refused the no-authentication method")
         try:
             addr = b"\x01" + ipaddress.IPv4Address(host).packed
@@ -45,11 +45,11 @@ def connect(proxy_port, host, port, timeout=10.0, proxy_host="127.0.0.1"):
             name = host.encode("idna")
             addr = b"\x03" + bytes([len(name)]) + name
         s.sendall(b"\x05\x01\x00" + addr + struct.pack("!H", port))
-        head = _recv(s, 4)
+        head = recv_exact(s, 4)
         if head[1] != 0:
             raise SocksError("CONNECT %s:%d: %s" % (host, port, REPLIES.get(head[1], "error %d" % head[1])))
         bound = {1: 4, 4: 16}.get(head[3])  # the bound address that follows: IPv4, IPv6 or a name
-        _recv(s, (bound if bound else _recv(s, 1)[0]) + 2)
+        recv_exact(s, (bound if bound else recv_exact(s, 1)[0]) + 2)
         return s
     except (OSError, SocksError) as e:
         s.close()
