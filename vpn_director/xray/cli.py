@@ -56,7 +56,8 @@ def register(sub, common):
         "server", metavar="ID|#|NAME")
     action("render", cmd_render, "print the Xray config that `xray use` would write (it holds credentials)"
            ).add_argument("--server", metavar="ID|#|NAME", help="default: the active server")
-    action("status", cmd_status, "Xray's version, service, config file, active server, ports, last error"
+    action("status", cmd_status, "Xray's version, service, config file, active server, ports, last error; exit 3 "
+                                 "when something is wrong (not running, not listening, a foreign config)"
            ).add_argument("--json", action="store_true", help="one JSON object")
     action("restart", cmd_restart, "restart Xray on its current config and probe the proxy")
 
