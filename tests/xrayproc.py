@@ -12,10 +12,13 @@ from vpn_director.xray import embedded
 
 
 def xray_command(directory):
-    """An executable `xray` in `directory` that runs the embedded Xray-core with this interpreter."""
+    """An executable `xray` in `directory` that runs the embedded Xray-core with this interpreter.
+    The instance's process is named after the script's name (`pidof xray`; a hard link of it
+    named vpd-xray-probe gives `pidof vpd-xray-probe`)."""
     path = os.path.join(str(directory), "xray")
     with open(path, "w") as f:
-        f.write("#!/bin/sh\nexec %s -m vpn_director.xray.embedded \"$@\"\n" % sys.executable)
+        f.write("#!/bin/sh\nVPD_XRAY_NAME=\"${0##*/}\" exec %s -m vpn_director.xray.embedded \"$@\"\n"
+                % sys.executable)
     os.chmod(path, 0o755)
     return path
 
