@@ -1,5 +1,6 @@
 """The prober's parts without a namespace: reading Xray's log (lines as Xray-core 26.10.10 wrote
-them), the prober config, the hard-linked binary, bisection of a refused config, free ports."""
+them), the prober config, the hard-linked binary, bisection of a refused config, free ports, and
+`xray test` recording its results in the store (the prober itself replaced)."""
 
 import errno
 import json
@@ -8,8 +9,9 @@ import socket
 
 import pytest
 
+import xray_servers as xs
 from vpn_director import config
-from vpn_director.xray import probelog, probeproc, prober, socks
+from vpn_director.xray import actions, probelog, probeproc, prober, socks, store
 
 LOG = """\
 2026/12/01 17:32:49.858844 [Info] transport/internet/tcp: listening tcp on 127.0.0.1:30000
@@ -164,3 +166,27 @@ def test_free_ports_skip_a_taken_one():
             probeproc.free_ports(5, span=(taken, taken + 3))
     finally:
         s.close()
+
+
+def test_xray_test_records_results(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, "xray")
+    st = store.Store()
+    a = dict(xs.ALL["ss-2022"], id="a00000000001", name="A")
+    b = dict(xs.ALL["trojan-ws-tls"], id="b00000000002", name="B")
+    st.servers = [a, b]
+    store.save(cfg.data_dir, st)
+    seen = []
+
+    def fake_test(cfg_, servers, urls=None, timeout_s=10.0, concurrency=8):
+        seen.append(([s["id"] for s in servers], timeout_s))
+        return {"a00000000001": {"ok": True, "latency_ms": 42, "reason": ""},
+                "b00000000002": {"ok": False, "latency_ms": None, "reason": "timeout"}}
+    monkeypatch.setattr(prober, "test", fake_test)
+    rows = actions.test(cfg, every=True, timeout_s=3.0)
+    assert seen == [(["a00000000001", "b00000000002"], 3.0)]
+    assert [(n, s["id"], r["ok"]) for n, s, r in rows] == [(1, "a00000000001", True), (2, "b00000000002", False)]
+    saved = {s["id"]: s["status"] for s in store.load(cfg.data_dir).servers}
+    assert saved["a00000000001"]["latency_ms"] == 42 and saved["a00000000001"]["error"] == ""
+    assert saved["b00000000002"]["latency_ms"] is None and saved["b00000000002"]["error"] == "timeout"
+    with pytest.raises(prober.XrayError, match="no active server"):
+        actions.test(cfg)
