@@ -139,7 +139,9 @@ def test_refused_candidates_are_found(tmp_path, monkeypatch, names_tag):
 
     def fake_test(argv, path):
         with open(path) as f:
-            outs = json.load(f)["outbounds"]
+            doc = json.load(f)
+        outs = doc["outbounds"]
+        assert all(0 < i["port"] < 65536 for i in doc["inbounds"])  # Xray refuses port 0
         calls.append(len(outs) - 2)
         bad = [o["tag"] for o in outs if o.get("settings", {}).get("method") == "rc4-md5"]
         if not bad:

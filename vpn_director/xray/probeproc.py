@@ -65,7 +65,7 @@ def config(outbounds, ports, log):
     outbound and its SOCKS port; in-N is routed to out-N, anything else to block."""
     inbounds, outs, rules = [], [{"tag": "block", "protocol": "blackhole", "settings": {}}], []
     for n in sorted(outbounds):
-        inbounds.append({"tag": "in-%d" % n, "listen": "127.0.0.1", "port": ports.get(n, 0), "protocol": "socks",
+        inbounds.append({"tag": "in-%d" % n, "listen": "127.0.0.1", "port": ports[n], "protocol": "socks",
                          "settings": {"auth": "noauth", "udp": False}})
         ob = outbounds[n]
         outs.append(dict([("tag", "out-%d" % n)] + [(k, v) for k, v in ob.items() if k != "tag"]))

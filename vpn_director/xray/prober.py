@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import state
 from . import XrayError, generate, probelog, socks, switch, version
-from .probeproc import Prober, config, exited, probe_dir, prober_binary, remove, write_config
+from .probeproc import PORTS, Prober, config, exited, probe_dir, prober_binary, remove, write_config
 
 CONCURRENCY = 8
 LOCK_WAIT = 120  # seconds to wait for another prober run (the watch daemon's, a user's)
@@ -35,7 +35,9 @@ def refused(argv, outbounds, directory):
     def check(group, line=None):
         """Whether `group` fails, blaming its bad candidates; `line`: it is known to fail so."""
         if line is None:
-            write_config(path, config({n: outbounds[n] for n in group}, {}, os.path.join(directory, "test.log")))
+            # real ports (-test binds nothing; Xray refuses port 0): the range's first ones
+            write_config(path, config({n: outbounds[n] for n in group}, {n: PORTS[0] + n for n in group},
+                                      os.path.join(directory, "probe.log")))
             line = switch.test_config(argv, path)
             if line is None:
                 return False
@@ -70,6 +72,8 @@ def test(cfg, servers, urls=None, timeout_s=10.0, concurrency=CONCURRENCY):
         if not url.startswith("http://"):
             raise XrayError("probe URL %s: only plain http:// URLs can be probed" % url)
     uniq = list({s["id"]: s for s in servers}.values())
+    if not uniq:
+        return {}
     results, outbounds = {}, {}
     d = probe_dir(cfg)
     state.ensure_dir(cfg.state_dir)
