@@ -12,10 +12,13 @@ from vpn_director.xray import embedded
 
 
 def xray_command(directory):
-    """An executable `xray` in `directory` that runs the embedded Xray-core with this interpreter."""
+    """An executable `xray` in `directory` that runs the embedded Xray-core with this interpreter.
+    The instance's process is named after the script's name (`pidof xray`; a hard link of it
+    named vpd-xray-probe gives `pidof vpd-xray-probe`)."""
     path = os.path.join(str(directory), "xray")
     with open(path, "w") as f:
-        f.write("#!/bin/sh\nexec %s -m vpn_director.xray.embedded \"$@\"\n" % sys.executable)
+        f.write("#!/bin/sh\nVPD_XRAY_NAME=\"${0##*/}\" exec %s -m vpn_director.xray.embedded \"$@\"\n"
+                % sys.executable)
     os.chmod(path, 0o755)
     return path
 
@@ -84,7 +87,7 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         with open(sys.argv[3], "a") as f:
             f.write("%s %s\n" % (self.client_address[0], self.path))
-        code = 204 if self.path.startswith("/generate_204") else 200
+        code = int(sys.argv[4]) if len(sys.argv) > 4 else 204 if self.path.startswith("/generate_204") else 200
         body = b"" if code == 204 else b"far host\n"
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
@@ -98,17 +101,19 @@ http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_foreve
 
 class FarHost:
     """An HTTP host at a public-looking address inside the namespace (Xray's freedom refuses to dial
-    private and documentation ranges through a proxy inbound): 204 on /generate_204, a body otherwise."""
+    private and documentation ranges through a proxy inbound): 204 on /generate_204, a body otherwise;
+    with `status`, that status on every path (a captive portal answers 200 to /generate_204)."""
 
-    def __init__(self, cleanup, ns, workdir, address="8.8.8.8", port=80):
+    def __init__(self, cleanup, ns, workdir, address="8.8.8.8", port=80, status=None):
         self.proc = None
         cleanup(self.stop)
         self.address, self.port = address, port
         self.log = os.path.join(str(workdir), "far-%s.log" % address)
         open(self.log, "w").close()
         ns.sh("ip addr add %s/32 dev lo" % address)
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns.name, sys.executable, "-c", FAR_SERVER, address,
-                                      str(port), self.log], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        argv = [sys.executable, "-c", FAR_SERVER, address, str(port), self.log] + ([str(status)] if status else [])
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns.name] + argv, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
         wait_port(ns, port)
 
     def seen(self):

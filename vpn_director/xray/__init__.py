@@ -9,6 +9,9 @@
   service       starting and stopping the Xray process (Entware init script, systemd, managed)
   switch        `xray use`: render, test, swap, restart, wait, probe; put the old one back on failure
   socks         a minimal SOCKS5 client for the end-to-end probe (standard library only)
+  prober        `xray test`: real-delay tests through a throw-away Xray of our own, never the live one
+  probeproc     the prober's binary (a hard link named vpd-xray-probe), config and process
+  probelog      why a server failed, from the client side and from the prober's Xray log
   cli           the `xray ...` commands: argument parsing and printing only
 """
 

@@ -147,14 +147,52 @@ def _set_active(server_id):
 
 def _status(cfg, st, before, server_id, latency=None, error=""):
     """Remember the last check of a server (not applied: addresses do not change)."""
-    s = st.by_id(server_id)
-    if s is None:
+    _statuses(cfg, st, before, {server_id: (latency, error)})
+
+
+def _statuses(cfg, st, before, checks):
+    """Remember the last checks {server id: (latency ms or None, error)} in one save."""
+    now = int(time.time())
+    found = [st.by_id(server_id) for server_id in checks]
+    if not any(found):
         return
-    s["status"] = {"latency_ms": latency, "checked": int(time.time()), "error": error}
+    for s, (latency, error) in zip(found, checks.values()):
+        if s is not None:
+            s["status"] = {"latency_ms": latency, "checked": now, "error": error}
     try:
         store.save(cfg.data_dir, st)
     except VpdError:
         store.put_back(cfg.data_dir, before)
+
+
+def test(cfg, keys=(), every=False, timeout_s=10.0):
+    """`xray test`: servers (by id, number or name; every stored one; or the active one) through
+    the prober. The probing runs outside the run lock (it takes up to a probe timeout); the
+    results are recorded under it. Returns [(number, server, result)] in the store's order."""
+    from . import prober
+    st = store.load(cfg.data_dir)
+    if every:
+        chosen = list(st.servers)
+    elif keys:
+        chosen = [st.find(k) for k in keys]
+    elif cfg.xray.side.active_server:
+        chosen = [st.find(cfg.xray.side.active_server)]
+    else:
+        raise XrayError("no active server: give server ids or --all (`xray servers` lists them)", exit_code=2)
+    if not chosen:
+        raise XrayError("no servers (`vpn-director xray import LINK` or `xray sub add ID URL`)", exit_code=2)
+    results = prober.test(cfg, chosen, timeout_s=timeout_s)
+    with _lock(cfg):
+        st = store.load(cfg.data_dir)
+        before = store.raw_bytes(cfg.data_dir)
+        _statuses(cfg, st, before, {i: (r["latency_ms"], "" if r["ok"] else r["reason"]) for i, r in results.items()})
+    number = {s["id"]: i for i, s in enumerate(st.servers, start=1)}
+    seen, out = set(), []
+    for s in chosen:
+        if s["id"] not in seen:
+            seen.add(s["id"])
+            out.append((number.get(s["id"]), s, results[s["id"]]))
+    return sorted(out, key=lambda row: row[0] or 0)
 
 
 def restart(cfg, backend=None):

@@ -16,7 +16,7 @@ from . import XrayError
 
 
 def register(sub, common):
-    x = sub.add_parser("xray", help="Xray servers and subscriptions: import, list, switch, render, status",
+    x = sub.add_parser("xray", help="Xray servers and subscriptions: import, list, test, switch, render, status",
                        description="Servers come from share links (vless, vmess, trojan, ss, hysteria2) and "
                                    "subscriptions; every stored server's address bypasses the proxy. "
                                    "`xray use` generates Xray's config, tests it, restarts Xray and probes "
@@ -54,6 +54,13 @@ def register(sub, common):
     action("use", cmd_use, "switch Xray to a server (id, number from `xray servers`, or name): test, "
                            "restart, probe; the previous config comes back on any failure").add_argument(
         "server", metavar="ID|#|NAME")
+    p = action("test", cmd_test, "real-delay test of servers through a separate prober Xray (the live one is "
+                                 "not touched): the active server, the ones named, or --all; exit 0 only if "
+                                 "every tested server answered HTTP 204")
+    p.add_argument("servers", metavar="ID|#|NAME", nargs="*")
+    p.add_argument("--all", action="store_true", help="every stored server")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="seconds per server (default 10)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
     action("render", cmd_render, "print the Xray config that `xray use` would write (it holds credentials)"
            ).add_argument("--server", metavar="ID|#|NAME", help="default: the active server")
     action("status", cmd_status, "Xray's version, service, config file, active server, ports, last error; exit 3 "
@@ -252,6 +259,34 @@ def cmd_use(args, out):
     out.note("xray: now using %r (%s, %s), probe answered in %d ms"
              % (server.get("name"), server["id"], server.get("label"), ms))
     return EXIT_OK
+
+
+def cmd_test(args, out):
+    from . import actions
+    cfg = _cfg(args, out)
+    _need_root("test")
+    if args.all and args.servers:
+        raise XrayError("give server ids or --all, not both", exit_code=2)
+    if not 0 < args.timeout <= 300:
+        raise XrayError("--timeout must be between 0 and 300 seconds", exit_code=2)
+    start = time.monotonic()
+    rows = actions.test(cfg, args.servers, args.all, args.timeout)
+    elapsed = int((time.monotonic() - start) * 1000)
+    passed = sum(1 for _, _, r in rows if r["ok"])
+    if args.json:
+        print(json.dumps({"results": [dict(r, number=n, id=s["id"], name=s.get("name", ""), label=s.get("label", ""))
+                                      for n, s, r in rows], "passed": passed, "tested": len(rows),
+                          "elapsed_ms": elapsed}, indent=1, ensure_ascii=False))
+    else:
+        table = [("#", "ID", "NAME", "KIND", "RESULT")]
+        for n, s, r in rows:
+            table.append((str(n or "-"), s["id"], s.get("name", ""), s.get("label", ""),
+                          "%d ms" % r["latency_ms"] if r["ok"] else "failed: %s" % r["reason"]))
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+        for row in table:
+            out.info("  ".join([c.ljust(w) for c, w in zip(row, widths)] + [row[-1]]).rstrip())
+        out.info("%d of %d passed in %.1fs" % (passed, len(rows), elapsed / 1000.0))
+    return EXIT_OK if passed == len(rows) else 1
 
 
 def cmd_render(args, out):

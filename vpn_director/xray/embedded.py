@@ -10,13 +10,18 @@ module gives it the command line that vpn-director drives on a router, for the l
   python -m vpn_director.xray.embedded run -test [-format json] -c FILE
 
 `run` starts the instance in a child process and stays as its parent: SIGTERM/SIGINT to the
-parent kill the child, and the parent exits with the child's status. `-test` builds the config in
+parent kill the child, and the parent exits with the child's status. The child's argv[0] is
+named after the command that ran us (VPD_XRAY_NAME, set by a wrapper script from its own name;
+default "xray"), so `pidof xray` finds a live Xray and not the prober, a hard link of the same
+wrapper named vpd-xray-probe, as on a router. argv[0] is an absolute path beside sys.executable:
+CPython finds its virtualenv from there (a bare name would lose it). `-test` builds the config in
 a throw-away network namespace (so it neither binds the real ports nor dials anything) and
 reports "Configuration OK." once Xray logs that it started, or exit 23 like `xray run -test`.
 """
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,6 +49,14 @@ def command():
     return [sys.executable, "-m", "vpn_director.xray.embedded"]
 
 
+def _child_argv0():
+    """The instance's argv[0]: <sys.executable's directory>/<VPD_XRAY_NAME or "xray">."""
+    name = os.environ.get("VPD_XRAY_NAME", "")
+    if not re.match(r"^[A-Za-z0-9._+-]{1,64}$", name) or name in (".", ".."):
+        name = "xray"
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
 def _read(path):
     if path == "stdin:":
         return sys.stdin.read()
@@ -69,7 +82,8 @@ def _netns_start(text):
 
 
 def _run(text):
-    child = subprocess.Popen(command() + ["_start"], stdin=subprocess.PIPE)
+    child = subprocess.Popen([_child_argv0()] + command()[1:] + ["_start"], executable=sys.executable,
+                             stdin=subprocess.PIPE)
     child.stdin.write(text.encode())
     child.stdin.close()
 

@@ -19,6 +19,10 @@ class SocksError(Exception):
     """The proxy or the target did not answer as expected; the message says which step failed."""
 
 
+class SocksTimeout(SocksError):
+    """No answer within the timeout (the prober tells a timeout from a closed connection)."""
+
+
 def recv_exact(sock, n):
     data = b""
     while len(data) < n:
@@ -54,7 +58,7 @@ def connect(proxy_port, host, port, timeout=10.0, proxy_host="127.0.0.1"):
     except (OSError, SocksError) as e:
         s.close()
         if isinstance(e, socket.timeout):
-            raise SocksError("timed out after %gs" % timeout)
+            raise SocksTimeout("timed out after %gs" % timeout)
         if isinstance(e, OSError):
             raise SocksError(e.strerror or str(e))
         raise
@@ -78,7 +82,7 @@ def http_get(proxy_port, url, timeout=10.0):
                 break
             line += chunk
     except socket.timeout:
-        raise SocksError("no answer from %s within %gs" % (u.netloc, timeout))
+        raise SocksTimeout("no answer from %s within %gs" % (u.netloc, timeout))
     except OSError as e:
         raise SocksError(e.strerror or str(e))
     finally:
