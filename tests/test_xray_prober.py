@@ -103,18 +103,35 @@ def _exe(path, text):
     return path
 
 
-def test_binary_is_a_hard_link_made_again_after_an_upgrade(tmp_path):
+def test_binary_is_a_hard_link_beside_the_binary_made_again_after_an_upgrade(tmp_path):
     src = _exe(tmp_path / "xray", "#!/bin/sh\necho one\n")
     cfg = _cfg(tmp_path, src)
     dst = prober.prober_binary(cfg)
-    assert dst == str(tmp_path / "state" / "probe" / "vpd-xray-probe") and os.path.samefile(dst, str(src))
-    assert oct(os.stat(str(tmp_path / "state" / "probe")).st_mode & 0o777) == "0o700"
+    assert dst == str(tmp_path / "vpd-xray-probe") and os.path.samefile(dst, str(src))
+    assert not os.path.exists(str(tmp_path / "state" / "probe"))  # nothing copied into state_dir
     ino = os.stat(dst).st_ino
     assert prober.prober_binary(cfg) == dst and os.stat(dst).st_ino == ino  # unchanged: kept
     new = _exe(tmp_path / "xray.new", "#!/bin/sh\necho two, longer\n")
     os.replace(str(new), str(src))  # what a package upgrade does
     prober.prober_binary(cfg)
     assert os.path.samefile(dst, str(src)) and open(dst).read().endswith("two, longer\n")
+
+
+def test_binary_is_linked_into_state_dir_when_its_directory_refuses(tmp_path, monkeypatch):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    src = _exe(bindir / "xray", "#!/bin/sh\necho one\n")
+    real_link = os.link
+
+    def link(a, b):  # a read-only /opt/sbin (root would ignore a directory's mode bits here)
+        if os.path.dirname(b) == str(bindir):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_link(a, b)
+    monkeypatch.setattr(os, "link", link)
+    dst = prober.prober_binary(_cfg(tmp_path, src))
+    assert dst == str(tmp_path / "state" / "probe" / "vpd-xray-probe") and os.path.samefile(dst, str(src))
+    assert oct(os.stat(str(tmp_path / "state" / "probe")).st_mode & 0o777) == "0o700"
+    assert sorted(os.listdir(str(bindir))) == ["xray"]
 
 
 def test_binary_is_copied_when_linking_fails(tmp_path, monkeypatch):
@@ -124,6 +141,7 @@ def test_binary_is_copied_when_linking_fails(tmp_path, monkeypatch):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
     monkeypatch.setattr(os, "link", no_link)
     dst = prober.prober_binary(_cfg(tmp_path, src))
+    assert dst == str(tmp_path / "state" / "probe" / "vpd-xray-probe")
     assert not os.path.samefile(dst, str(src)) and open(dst).read() == open(str(src)).read()
     assert os.access(dst, os.X_OK)
     mtime = os.stat(dst).st_mtime_ns

@@ -280,7 +280,7 @@ def live_child(w):
 def test_prober_is_isolated_from_the_live_xray(world):
     w = world
     w.vpd("xray", "use", "ss-a", check=0)
-    binary = w.tmp / "state" / "probe" / "vpd-xray-probe"
+    binary = w.tmp / "vpd-xray-probe"  # beside the xray command it links
 
     hold = Holder(w)
     try:

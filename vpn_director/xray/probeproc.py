@@ -1,7 +1,7 @@
 """The prober's binary, config and process: a throw-away Xray of our own for `xray test`.
 
-The binary is the configured xray hard-linked (copied across filesystems) as
-<state_dir>/probe/vpd-xray-probe: Entware's init script finds Xray with `pidof xray` and stops it
+The binary is the configured xray hard-linked as vpd-xray-probe (beside it, or in
+<state_dir>/probe/, copied there across filesystems; see prober_binary): Entware's init script finds Xray with `pidof xray` and stops it
 with `killall xray`, so a process of that other name is never taken for the live Xray or killed
 with it (BusyBox's pidof also reads /proc/PID/exe, which a symlink would not change). The
 process runs in its own session and is stopped through its process group, never by name.
@@ -28,36 +28,60 @@ def probe_dir(cfg):
 
 
 def prober_binary(cfg, argv=None):
-    """<state_dir>/probe/vpd-xray-probe: a hard link of the xray binary (a copy on another
-    filesystem), made again when the binary changed (an upgrade replaces the file)."""
+    """The prober's executable: a hard link of the xray binary named vpd-xray-probe, made again
+    when the binary changed (an upgrade replaces the file).
+
+    First beside the binary (/opt/sbin/vpd-xray-probe on Entware: on its disk, no extra space);
+    where that directory cannot take it, <state_dir>/probe/vpd-xray-probe, a hard link or, on
+    another filesystem, a copy. The copy costs the binary's size in state_dir — RAM on a router
+    whose state_dir is in /tmp — which is why it comes last."""
     src = os.path.realpath((argv or service.binary_argv(cfg.xray.side))[0])
-    d = probe_dir(cfg)
-    state.ensure_dir(cfg.state_dir)
-    state.ensure_dir(d)
-    dst = os.path.join(d, BINARY)
     try:
         s = os.stat(src)
     except OSError as e:
         raise XrayError("cannot read the xray binary %s: %s" % (src, e.strerror or e))
+    beside = os.path.join(os.path.dirname(src), BINARY)
+    if _same(beside, s) or _place(src, beside, copy=False):
+        return beside
+    d = probe_dir(cfg)
+    state.ensure_dir(cfg.state_dir)
+    state.ensure_dir(d)
+    dst = os.path.join(d, BINARY)
+    if _same(dst, s, or_copy=True):
+        return dst
+    if not _place(src, dst, copy=True):
+        raise XrayError("cannot make the prober binary %s from %s" % (dst, src))
+    return dst
+
+
+def _same(path, s, or_copy=False):
+    """Whether `path` is still the binary `s` (the same file; or, for a copy, same size and time)."""
     try:
-        t = os.stat(dst)
-        if t.st_mode & 0o100 and ((t.st_dev, t.st_ino) == (s.st_dev, s.st_ino)
-                                  or (t.st_size, int(t.st_mtime)) == (s.st_size, int(s.st_mtime))):
-            return dst
-    except FileNotFoundError:
-        pass
+        t = os.stat(path)
+    except OSError:
+        return False
+    if not t.st_mode & 0o100:
+        return False
+    return (t.st_dev, t.st_ino) == (s.st_dev, s.st_ino) or (
+        or_copy and (t.st_size, int(t.st_mtime)) == (s.st_size, int(s.st_mtime)))
+
+
+def _place(src, dst, copy):
+    """Hard-link (or, if `copy`, copy when linking fails) src to dst atomically; False if neither."""
     tmp = dst + ".new"
     remove(tmp)
     try:
         try:
             os.link(src, tmp)
-        except OSError:  # EXDEV (another filesystem), or no hard links there
+        except OSError:  # EXDEV (another filesystem), a read-only directory, no hard links there
+            if not copy:
+                return False
             shutil.copy2(src, tmp)
         os.replace(tmp, dst)
-    except OSError as e:
+        return True
+    except OSError:
         remove(tmp)
-        raise XrayError("cannot make the prober binary %s: %s" % (dst, e.strerror or e))
-    return dst
+        return False
 
 
 def config(outbounds, ports, log):
