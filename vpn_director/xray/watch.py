@@ -41,7 +41,7 @@ class Effects:
 
     def routing(self, cfg, out):
         """The routing watchdog check; a line to log when it repaired something."""
-        p, _ = engine.watch(cfg, self.tools(cfg), "all", log=out.note, warn=out.warn)
+        p, _ = engine.watch(cfg, self.tools(cfg), "all", log=out.note, warn=out.warn, wait=False)
         if p is not None and p.steps:
             return "watch: routing drift repaired: %d change(s) in %.2fs" % (len(p.changes), p.elapsed)
         return None
