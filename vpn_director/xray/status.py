@@ -142,7 +142,7 @@ def _check(h, now):
         return "not checked yet"
     if c["ok"]:
         return "passed %s (%s ms)" % (_ago(c["time"], now), c["latency_ms"])
-    return "FAILED %s, %d in a row of %d (%s)" % (_ago(c["time"], now), h["consecutive_failures"],
+    return "FAILED %s, %d in a row, threshold %d (%s)" % (_ago(c["time"], now), h["consecutive_failures"],
                                                 h["fail_threshold"], c["reason"])
 
 
