@@ -84,7 +84,7 @@ def test_a_dead_server_is_left_after_fail_threshold_rounds_for_the_best_of_its_s
     assert sim.st["consecutive_failures"] == 2
     d = sim.round()
     assert (d.action, d.to) == (fo.SWITCH, B["id"])  # same subscription before C (manual), D shares A's address
-    assert sim.tested[-1] == [B["id"], C["id"]]
+    assert sim.tested[-1] == [A["id"], B["id"], C["id"]]
     ev = sim.events[-1]
     assert ev["kind"] == "switch" and (ev["from"], ev["to"]) == (A["id"], B["id"])
     assert "'S1' (000000000001) failed 3 check(s) in a row (connection closed)" in ev["reason"]
@@ -100,7 +100,20 @@ def test_other_sources_are_taken_when_the_own_has_nobody_alive_and_latency_order
     assert fo.best(servers, A["id"], results) == (srv(5)["id"], 30)
     results[B["id"]] = ok(500)
     assert fo.best(servers, A["id"], results) == (B["id"], 500)
-    assert fo.candidates(SERVERS, A["id"], all_down=True) == [B["id"], C["id"], D["id"]]
+    assert fo.candidates(SERVERS, A["id"], all_down=True) == [A["id"], B["id"], C["id"], D["id"]]
+    assert fo.candidates(SERVERS, "gone00000000") == [A["id"], B["id"], C["id"], D["id"]]
+
+
+def test_a_dead_path_to_a_server_that_answers_on_its_own_restarts_xray_on_it():
+    """The live Xray failed (crashed, hung), not the server: the separate test passes."""
+    s = side({"fail_threshold": 1})
+    st = fo.observe(fo.initial(), A["id"], (False, None, "SOCKS inbound 127.0.0.1:12346: Connection refused"), 100)
+    results = {A["id"]: ok(90), B["id"]: ok(20)}
+    st, d, _ = fo.decide(st, s, 100, SERVERS, (True, "up"), results)
+    assert (d.action, d.to) == (fo.SWITCH, A["id"]) and "answers in a separate test (90 ms)" in d.reason
+    st, evs = fo.done(st, d, 100, servers=SERVERS)
+    assert (evs[0]["kind"], evs[0]["from"], evs[0]["to"]) == ("switch", A["id"], A["id"])
+    assert st["switches"] == [100]  # a restart costs like a switch
 
 
 def test_wan_down_never_switches_and_is_said_once():
@@ -216,7 +229,7 @@ def test_all_down_block_once_then_recovery_by_a_switch():
     for _ in range(5):
         assert sim.round().action == fo.NONE
     assert sim.kinds().count("all-down") == 1
-    assert sim.tested[-1] == [B["id"], C["id"], D["id"]]  # all down: even A's address is tried
+    assert sim.tested[-1] == [A["id"], B["id"], C["id"], D["id"]]  # all down: even A's address is tried
     sim.alive[C["id"]] = True
     d = sim.round()
     assert (d.action, d.to) == (fo.RECOVER, C["id"])

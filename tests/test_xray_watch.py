@@ -131,7 +131,7 @@ def test_a_dead_server_is_switched_after_the_threshold_and_told(world):
     st = w.rounds()
     assert st["consecutive_failures"] == 1 and w.active() == A and ("wan", A) not in w.calls
     st = w.rounds()
-    assert w.active() == B and ("wan", A) in w.calls and ("test", [B, C]) in w.calls
+    assert w.active() == B and ("wan", A) in w.calls and ("test", [A, B, C]) in w.calls
     assert st["active"] == B and st["last_switch"]["from"] == A and st["last_switch"]["to"] == B
     assert w.events() == [("switch", A, B)]
     said = [m for k, m in w.out.lines if k == "warn"]
@@ -207,6 +207,20 @@ def test_direct_mode_leaves_a_part_someone_else_stopped_meanwhile(world):
     assert "left as it is" in events.read(w.state_dir)[-1]["reason"]
     st = w.rounds()
     assert st["note"] == "the Xray part is not started (`vpn-director apply`)"
+
+
+@pytest.mark.parametrize("change,mode", [({"on_all_down": "block"}, "blocked"), ({"enabled": False}, "proxy")])
+def test_turning_direct_off_puts_the_xray_part_back(world, change, mode):
+    w = world(failover={"on_all_down": "direct"})
+    w.alive = {A: False, B: False, C: False}
+    w.rounds(2)
+    assert w.calls.count("off") == 1
+    raw = json.load(open(w.path))
+    raw["xray"]["failover"].update(change)
+    state.write_atomic(w.path, json.dumps(raw))
+    st = w.rounds()
+    assert w.calls.count("on") == 1 and "xray" in watchdog.active(w.state_dir) and st["mode"] == mode
+    assert ("note", "watch: on_all_down direct is off now: the Xray part is applied again") in w.out.lines
 
 
 def test_someone_applying_while_direct_means_blocked(world):

@@ -14,10 +14,11 @@ The rules:
     servers are down).
   * A dead server is acted on only after a passing direct WAN check (health.require_wan):
     a WAN outage never causes a switch, an all-down or a count towards the limit.
-  * Candidates: every stored server but the dead one and those sharing its address or IPs (a
-    blocked address takes all its servers; once everything is down, those are tried too). The
-    best alive one is the lowest latency among the dead server's own source (subscription or
-    manual), then among the others.
+  * Candidates: the dead server itself and every stored server not sharing its address or IPs
+    (a blocked address takes all its servers; once everything is down, those are tried too).
+    The dead server alive in the separate test means the live Xray is what failed: Xray is put
+    on it again (a "switch" to itself: a restart). Otherwise the best alive one is the lowest
+    latency among the dead server's own source (subscription or manual), then the others.
   * At most max_switches_per_hour switches and returns within any sliding hour (the times are
     kept in the state, so a restart does not reset them). A failed attempt counts too. Leaving
     all-down is never held back by the limit (there is no working path to protect), but counts.
@@ -83,23 +84,24 @@ def wants(st, s, preferred=None):
 
 
 def candidates(servers, active, all_down=False):
-    """Ids to test in the prober when `active` is dead (see the rules)."""
+    """Ids to test in the prober when `active` is dead (see the rules): active first."""
     gone = next((s for s in servers if s["id"] == active), None)
     ips = set(gone.get("ips") or []) if gone and not all_down else set()
     address = gone.get("address") if gone and not all_down else None
-    return [s["id"] for s in servers if s["id"] != active and not ips & set(s.get("ips") or [])
-            and not (address and s.get("address") == address)]
+    others = [s["id"] for s in servers if s["id"] != active and not ips & set(s.get("ips") or [])
+              and not (address and s.get("address") == address)]
+    return ([active] if gone else []) + others
 
 
 def best(servers, active, results):
-    """(id, latency) of the alive candidate to take, or None."""
+    """(id, latency) of the alive candidate to take, or None: the active one if it is alive."""
     source = next((s.get("source") for s in servers if s["id"] == active), None)
-    alive = [(0 if s.get("source") == source else 1, _ms(results[s["id"]]), i, s["id"])
-             for i, s in enumerate(servers) if s["id"] != active and (results.get(s["id"]) or {}).get("ok")]
+    alive = [(s["id"] != active, 0 if s.get("source") == source else 1, _ms(results[s["id"]]), i, s["id"])
+             for i, s in enumerate(servers) if (results.get(s["id"]) or {}).get("ok")]
     if not alive:
         return None
     pick = min(alive)
-    return pick[3], results[pick[3]].get("latency_ms")
+    return pick[4], results[pick[4]].get("latency_ms")
 
 
 def budget(st, s, now):
@@ -136,6 +138,8 @@ def decide(st, s, now, servers, wan=None, results=None, preferred=None):
     if pick:
         to, ms = pick
         why = "%s; %s answered in %s ms" % (failed, _name(servers, to), ms)
+        if to == st["active"]:
+            why = "%s, but answers in a separate test (%s ms): Xray is put on it again" % (failed, ms)
         if wan:
             why += "; WAN up: %s" % wan[1]
         if st["all_down"]:
@@ -143,7 +147,7 @@ def decide(st, s, now, servers, wan=None, results=None, preferred=None):
         return st, _held(st, s, now, Decision(SWITCH, to, why), events), events
     if st["all_down"]:
         return st, Decision(reason="every server is still down"), events
-    tested = sorted(results.items())
+    tested = sorted((i, r) for i, r in results.items() if i != st["active"])
     why = "%s; %s" % (failed, "; ".join("%s: %s" % (_name(servers, i), r.get("reason", "failed"))
                                         for i, r in tested[:3]) + (" (%d more)" % (len(tested) - 3)
                                                                     if len(tested) > 3 else "")

@@ -126,6 +126,10 @@ class Daemon:
         started = "xray" in watchdog.active(cfg.state_dir)
         if st["mode"] == "direct" and started:
             st["mode"] = "blocked"  # someone applied the Xray part while all servers were down
+        elif st["mode"] == "direct" and not (side.health.enabled and side.failover.enabled
+                                             and side.failover.on_all_down == "direct"):
+            self._undo_direct(cfg, st)
+            started = "xray" in watchdog.active(cfg.state_dir)
         st.update(note=_why_not(cfg, st, started), updated=now)
         if st["note"]:
             events.save_state(cfg.state_dir, st)
@@ -152,6 +156,15 @@ class Daemon:
             self._emit(cfg, evs)
         st["note"] = "" if decision.action != failover.NONE or not decision.reason else decision.reason
         events.save_state(cfg.state_dir, st)
+
+    def _undo_direct(self, cfg, st):
+        """The config no longer has the daemon send clients direct: what it removed comes back
+        (fail closed), unless another command started or stopped the Xray part meanwhile."""
+        if st.get("direct_mark") == _mark(cfg.state_dir):
+            self.fx.proxy_on(cfg, self.out)  # on failure the next round tries again
+            self.out.note("watch: on_all_down direct is off now: the Xray part is applied again")
+        managed = cfg.xray.side.health.enabled and cfg.xray.side.failover.enabled
+        st.update(mode="blocked" if managed else "proxy", all_down=st["all_down"] and managed)
 
     def _test(self, cfg, servers):
         try:
