@@ -271,6 +271,13 @@ def test_a_failed_all_down_direct_stays_blocked_and_a_failed_switch_is_an_event(
     st, d, _ = fo.decide(st, s, 100, SERVERS, (True, "up"), {B["id"]: ok()})
     st3, evs = fo.done(st, d, 100, error="Xray refused the config")
     assert evs[0]["kind"] == "failed" and st3["active"] == A["id"] and st3["switches"] == [100]
+    st = dict(fo.observe(fo.initial(), B["id"], (True, 5, "ok"), 100), preferred_hold_since=0,
+              preferred_last={"time": 90, "ok": True, "latency_ms": 5, "reason": ""})
+    st, d, _ = fo.decide(st, side(return_hold_s=60), 100, SERVERS, preferred=(A["id"], ok()))
+    assert d.action == fo.RETURN
+    st, evs = fo.done(st, d, 100, error="the probe through the proxy failed")
+    assert evs[0]["reason"] == "return failed: the probe through the proxy failed"
+    assert st["preferred_hold_since"] is None and st["active"] == B["id"]
 
 
 def test_failover_off_and_untested_candidates_decide_nothing():

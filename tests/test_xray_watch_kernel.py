@@ -176,8 +176,10 @@ def test_watch_daemon_fails_over_returns_and_handles_all_down(make_lab, tmp_path
     checks = w.health()["last_switch"]
     assert checks["to"] == ids["B"]
     detected = ev["time"] - killed
-    # fail_threshold x interval to decide, then the candidates' test and the switch itself
-    assert detected <= 2 * 1 + 5 + 2 * use_s, (detected, use_s)
+    # decided at the second failed check in a row (the reason says so), i.e. within fail_threshold x
+    # interval plus the rounds' own time; then the candidates' test and the switch itself (loose:
+    # the machine may be busy)
+    assert detected <= 2 * 1 + 10 + 2 * use_s, (detected, use_s)
     time.sleep(1.5)
     open(stop_file, "w").close()
     loop.wait(20)

@@ -206,6 +206,8 @@ def done(st, d, now, switched=None, error=None, servers=()):
             why += " (removing the Xray part failed: %s; clients stay blocked)" % error
         return st, [_event(now, "all-down", st["active"], None, why)]
     if error:
+        if d.action == RETURN:
+            st["preferred_hold_since"] = None  # the preferred server has to pass the whole hold again
         return st, [_event(now, "failed", st["active"] if not switched else st["last_switch"]["from"], d.to,
                            "%s failed: %s" % (KIND[d.action], error))]
     if d.action == RECOVER:
