@@ -147,7 +147,7 @@ def decide(st, s, now, servers, wan=None, results=None, preferred=None):
         return st, _held(st, s, now, Decision(SWITCH, to, why), events), events
     if st["all_down"]:
         return st, Decision(reason="every server is still down"), events
-    tested = sorted((i, r) for i, r in results.items() if i != st["active"])
+    tested = [(x["id"], results[x["id"]]) for x in servers if x["id"] in results and x["id"] != st["active"]]
     why = "%s; %s" % (failed, "; ".join("%s: %s" % (_name(servers, i), r.get("reason", "failed"))
                                         for i, r in tested[:3]) + (" (%d more)" % (len(tested) - 3)
                                                                     if len(tested) > 3 else "")
