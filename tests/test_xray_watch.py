@@ -312,6 +312,8 @@ def test_events_file_is_capped_and_read_since(tmp_path):
     assert os.path.getsize(events.events_path(sd)) <= events.MAX_BYTES
     assert events.read(sd)[-1]["reason"].startswith("y")
     assert events.line({"kind": "wan-down", "from": None, "to": None, "reason": "no route"}) == "xray wan-down: no route"
+    events.append(sd, {"time": 5.0, "kind": "wan-up", "from": None, "to": None, "reason": "same round"})
+    assert events.read(sd)[-1]["time"] == 1e9 + 1.001  # never earlier than or equal to the last one
 
 
 def test_a_damaged_state_file_reads_as_the_initial_state(tmp_path):

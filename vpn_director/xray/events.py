@@ -8,7 +8,8 @@
   the Xray part's removal/restoration did not work). Each event is also one syslog line.
   The file keeps the last MAX_LINES events (at most MAX_BYTES); it is rewritten atomically on
   every event (events are rare), so a reader never sees half a line. read(state_dir, since)
-  returns the events newer than `since`: a bot or web UI polls with the last time it saw.
+  returns the events newer than `since`: a bot or web UI polls with the last time it saw
+  (times strictly increase within the file).
 
 <state_dir>/xray-health.json, rewritten atomically every round: failover.initial()'s keys
 (active, consecutive_failures, last_check, wan, all_down, mode, last_switch, switches,
@@ -55,16 +56,28 @@ def read(state_dir, since=None):
 
 
 def append(state_dir, event):
-    """Add one event; the file is capped (the oldest go first)."""
+    """Add one event; the file is capped (the oldest go first). Times strictly increase (an event
+    at the same time as the last one is put 1 ms later), so polling with `since` misses none."""
     try:
         with open(events_path(state_dir), "rb") as f:
             old = f.read().splitlines()
     except OSError:
         old = []
+    last = _time(old[-1]) if old else None
+    if last is not None and event["time"] <= last:
+        event = dict(event, time=round(last + 0.001, 3))
     lines = old[-(MAX_LINES - 1):] + [json.dumps(event, ensure_ascii=False, sort_keys=True).encode("utf-8")]
     while len(lines) > 1 and sum(len(ln) + 1 for ln in lines) > MAX_BYTES:
         lines.pop(0)
     state.write_atomic(events_path(state_dir), b"\n".join(lines) + b"\n", mode=0o644)
+
+
+def _time(raw):
+    try:
+        t = json.loads(raw).get("time")
+    except (ValueError, AttributeError):
+        return None
+    return t if isinstance(t, (int, float)) else None
 
 
 def line(event):
