@@ -149,13 +149,13 @@ class Daemon:
             got = self._test(cfg, [by_id[pid]])
             preferred = (pid, got.get(pid) or {"ok": False, "reason": "not tested"}) if got is not None else None
         st, decision, evs = failover.decide(st, side, now, servers, wan, results, preferred)
-        self._emit(cfg, evs)
         if decision.action != failover.NONE:
             switched, error = self._carry_out(cfg, st, decision)
-            st, evs = failover.done(st, decision, self.clock(), switched, error, servers)
-            self._emit(cfg, evs)
+            st, more = failover.done(st, decision, self.clock(), switched, error, servers)
+            evs += more
         st["note"] = "" if decision.action != failover.NONE or not decision.reason else decision.reason
-        events.save_state(cfg.state_dir, st)
+        events.save_state(cfg.state_dir, st)  # first: whoever sees an event finds the state that goes with it
+        self._emit(cfg, evs)
 
     def _undo_direct(self, cfg, st):
         """The config no longer has the daemon send clients direct: what it removed comes back
