@@ -151,6 +151,21 @@ def test_reapplies_are_spaced_and_a_clock_step_cannot_stretch_the_wait(tmp_path)
     assert clock.sleeps[-1] == pytest.approx(10)
 
 
+def test_without_wait_a_recent_reapply_skips_the_check(tmp_path):
+    cfg = wd_cfg(tmp_path, interval=10)
+    watchdog.mark(cfg.state_dir, "all", started=True)
+    clock = Clock(5000.0)
+    watchdog.run(cfg, Check(steps=2), print, sleep=clock.sleep, now=clock, wait=False)
+    clock.t += 3
+    check = Check(steps=1)
+    p, why = watchdog.run(cfg, check, print, sleep=clock.sleep, now=clock, wait=False)
+    assert p is None and why == "the last re-apply was 3s ago; checking in a later round"
+    assert check.scopes == [] and clock.sleeps == []
+    clock.t += 7
+    p, _ = watchdog.run(cfg, check, print, sleep=clock.sleep, now=clock, wait=False)
+    assert p.steps and clock.sleeps == []
+
+
 def test_a_check_without_changes_does_not_delay_the_next(tmp_path):
     cfg = wd_cfg(tmp_path)
     watchdog.mark(cfg.state_dir, "all", started=True)

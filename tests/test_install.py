@@ -29,6 +29,7 @@ SYSTEMD_FILES = {
     "usr/local/sbin/vpn-director": 0o755,
     "etc/vpn-director/vpn-director.json": 0o600,
     "etc/systemd/system/vpn-director.service": 0o644,
+    "etc/systemd/system/vpn-director-watchd.service": 0o644,
     "etc/systemd/system/vpn-director-watch.service": 0o644,
     "etc/systemd/system/vpn-director-watch.timer": 0o644,
     "etc/systemd/system/vpn-director-update.service": 0o644,
@@ -73,6 +74,11 @@ def test_merlin_files_and_modes(tmp_path, capsys):
     assert "cru d vpn-director-watch" in init and "cru d vpn-director-update" in init
     assert 'cru a vpn-director-subs "23 * * * * /opt/sbin/vpn-director xray sub update --due' in init
     assert "cru d vpn-director-subs" in init
+    # the watch daemon: started in the background after apply, its PID recorded, stopped first
+    assert '"$PROG" watch </dev/null >/dev/null 2>&1 &' in init and "PIDFILE=/var/run/vpn-director-watchd.pid" in init
+    assert 'grep -qF "/opt/vpn-director/vpn-director.pyz" "/proc/$pid/cmdline"' in init
+    start, stop = init.split("    start)")[1].split(";;")[0], init.split("    stop)")[1].split(";;")[0]
+    assert start.index("apply") < start.index("daemon_start") and stop.index("daemon_stop") < stop.index('"$PROG" stop')
     assert files["opt/vpn-director/vpn-director.json"][0] == open(EXAMPLE, "rb").read()
     for hook in HOOKS:
         body = text["jffs/scripts/" + hook]
@@ -235,6 +241,10 @@ def test_systemd_files_units_and_example(tmp_path):
         timer = text["etc/systemd/system/vpn-director-%s.timer" % job]
         assert schedule in timer and "PartOf=vpn-director.service" in timer
         assert "WantedBy=vpn-director.service" in timer  # the timers run while the service is started
+    daemon = text["etc/systemd/system/vpn-director-watchd.service"]
+    for line in ("Type=simple", "ExecStart=/usr/local/sbin/vpn-director watch", "Restart=on-failure",
+                 "PartOf=vpn-director.service", "After=vpn-director.service", "WantedBy=vpn-director.service"):
+        assert line + "\n" in daemon
     assert "VPD_CONFIG:-/etc/vpn-director/vpn-director.json" in text["usr/local/sbin/vpn-director"]
     assert "exec /usr/bin/python3 -I -S /usr/local/lib/vpn-director/vpn-director.pyz" in text["usr/local/sbin/vpn-director"]
     raw = json.loads(text["etc/vpn-director/vpn-director.json"])
@@ -267,12 +277,13 @@ def test_live_systemd_install_enables_and_uninstall_disables(tmp_path):
     inst = live_installer("systemd", tmp_path, run, [])
     inst.install()
     assert run.calls == [["systemctl", "daemon-reload"],
-                         ["systemctl", "enable", "vpn-director.service", "vpn-director-watch.timer",
-                          "vpn-director-update.timer", "vpn-director-subs.timer"]]
+                         ["systemctl", "enable", "vpn-director.service", "vpn-director-watchd.service",
+                          "vpn-director-watch.timer", "vpn-director-update.timer", "vpn-director-subs.timer"]]
     del run.calls[:]
     inst.uninstall()
     assert run.calls == [["systemctl", "disable", "--now", "vpn-director-subs.timer", "vpn-director-update.timer",
-                          "vpn-director-watch.timer", "vpn-director.service"], ["systemctl", "daemon-reload"]]
+                          "vpn-director-watch.timer", "vpn-director-watchd.service", "vpn-director.service"],
+                         ["systemctl", "daemon-reload"]]
 
 
 def test_live_merlin_install_warns_about_jffs_scripts_and_uninstall_stops_first(tmp_path):
@@ -329,6 +340,47 @@ def test_hook_starts_the_watchdog_on_its_events_only(tmp_path, hook, args, env, 
     assert p.returncode == 0, p.stderr
     got = calls.read_text().splitlines() if calls.exists() else []
     assert got == (["apply --if-changed"] if runs else [])
+
+
+INIT_RUN = r"""
+mount --bind "$VPD_TEST_OPT" /opt && mount --bind "$VPD_TEST_RUN" /var/run || exit 9
+init=/opt/etc/init.d/S99vpn-director
+$init start
+sleep 1
+pid=$(cat /var/run/vpn-director-watchd.pid)
+kill -0 "$pid" && echo "running $pid"
+$init start  # a second start keeps the one daemon
+[ "$(cat /var/run/vpn-director-watchd.pid)" = "$pid" ] && echo "same $pid"
+$init status | head -1
+$init stop
+kill -0 "$pid" 2>/dev/null || echo "gone"
+[ -e /var/run/vpn-director-watchd.pid ] || echo "no pid file"
+echo 12345 > /var/run/vpn-director-watchd.pid  # a stale PID of something else is never killed
+$init stop
+wait
+"""
+
+
+@needs_bind
+def test_init_script_starts_and_stops_the_watch_daemon(tmp_path):
+    rootfs.install(tmp_path)
+    calls = tmp_path / "calls"
+    fake = tmp_path / "opt" / "sbin" / "vpn-director"
+    # a stand-in program: records its arguments; `watch` becomes a long-running process whose command
+    # line names the archive and watch, as the real launcher's python does; SIGTERM ends it
+    fake.write_text("#!/bin/sh\necho \"$*\" >> %s\n[ \"$1\" = watch ] && exec /opt/bin/python3 -c "
+                    "'import signal,time; signal.signal(signal.SIGTERM, lambda *a: exit(0)); time.sleep(60)' "
+                    "/opt/vpn-director/vpn-director.pyz watch\nexit 0\n" % calls)
+    (tmp_path / "run").mkdir()
+    env = dict(os.environ, VPD_TEST_OPT=str(tmp_path / "opt"), VPD_TEST_RUN=str(tmp_path / "run"))
+    p = subprocess.run(["unshare", "-m", "sh", "-c", INIT_RUN], env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    pid = lines[0].split()[1]
+    assert lines == ["running " + pid, "same " + pid, "watch daemon: running (PID %s)" % pid, "gone", "no pid file"]
+    # apply runs in the background (no terminal) at each start; one daemon only
+    assert sorted(calls.read_text().splitlines()) == ["apply", "apply", "status", "stop", "stop", "watch"]
 
 
 @needs_bind

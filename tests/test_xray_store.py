@@ -125,10 +125,46 @@ def test_config_keys_of_the_xray_side(build_cfg):
     assert "s3cret" not in text  # a subscription address is a secret, even when it is wrong
 
 
+def test_health_and_failover_keys(build_cfg):
+    side = build_cfg({"xray": {}}).xray.side
+    assert (side.health.enabled, side.health.interval_s, side.health.timeout_s, side.health.fail_threshold,
+            side.health.require_wan) == (True, 30, 10, 3, True)
+    assert side.health.urls == ["http://www.gstatic.com/generate_204", "http://cp.cloudflare.com/generate_204"]
+    assert (side.failover.enabled, side.failover.max_switches_per_hour, side.failover.return_to_preferred,
+            side.failover.return_hold_s, side.failover.on_all_down, side.preferred_server) == (True, 5, True, 300,
+                                                                                             "block", None)
+    cfg = build_cfg({"xray": {"preferred_server": "0123456789ab",
+                              "health": {"interval_s": 1, "fail_threshold": 2, "urls": ["http://1.1.1.1/generate_204"],
+                                         "require_wan": False},
+                              "failover": {"on_all_down": "direct", "return_hold_s": 0}}})
+    s = cfg.xray.side
+    assert (s.preferred_server, s.health.interval_s, s.health.urls, s.health.require_wan, s.failover.on_all_down,
+            s.failover.return_hold_s) == ("0123456789ab", 1, ["http://1.1.1.1/generate_204"], False, "direct", 0)
+    with pytest.raises(config.ConfigError) as e:
+        build_cfg({"xray": {"preferred_server": "Frankfurt",
+                            "health": {"enabled": "yes", "interval_s": 0, "timeout_s": 500, "fail_threshold": "x",
+                                       "urls": ["https://www.gstatic.com/generate_204", 7], "require_wan": 1},
+                            "failover": {"enabled": 0, "max_switches_per_hour": 0, "return_to_preferred": None,
+                                         "return_hold_s": -1, "on_all_down": "open", "bogus": 1}}})
+    text = "\n".join(e.value.problems)
+    for path in ("xray.preferred_server", "xray.health.enabled", "xray.health.interval_s", "xray.health.timeout_s",
+                 "xray.health.fail_threshold", "xray.health.urls[0]", "xray.health.urls[1]", "xray.health.require_wan",
+                 "xray.failover.enabled", "xray.failover.max_switches_per_hour", "xray.failover.return_hold_s",
+                 "xray.failover.on_all_down"):
+        assert path + ":" in text, path
+    with pytest.raises(config.ConfigError, match="xray.health.urls: must name at least one URL"):
+        build_cfg({"xray": {"health": {"urls": []}}})
+    with pytest.raises(config.ConfigError, match="xray.health: must be an object"):
+        build_cfg({"xray": {"health": [1]}})
+    cfg = build_cfg({"xray": {"failover": {"bogus": 1}}})
+    assert cfg.warnings == ["xray.failover.bogus: unknown key (ignored)"]
+
+
 def test_process_only_xray_keys_do_not_apply():
     base = {"xray": {"clients": ["192.168.50.10"]}}
     for key, value in (("active_server", "0123456789ab"), ("subscriptions", [{"id": "a", "url": "https://x/"}]),
-                       ("bittorrent", "proxy")):
+                       ("bittorrent", "proxy"), ("preferred_server", "0123456789ab"), ("health", {"interval_s": 5}),
+                       ("failover", {"on_all_down": "direct"})):
         new = json.loads(json.dumps(base))
         new["xray"][key] = value
         assert txn.scope_of(base, new) is None

@@ -329,6 +329,7 @@ def cmd_status(args, cfg, out):
     if args.scope in ("all", "xray") and config.xray_enabled(cfg):
         from .xray import status as xray_status  # runs `xray version`
         rep["xray"] = xray_status.version_line(cfg)
+        rep["xray_health"] = xray_status.health_line(cfg)
     shown = _names(cfg)
     if args.json:
         for r in (r for o in rep["objects"] for r in o.get("rules", [])):
@@ -340,6 +341,7 @@ def cmd_status(args, cfg, out):
         out.info(shown.annotate_rules(status.format_text(rep)))
         if rep.get("xray"):
             out.info(rep["xray"])
+            out.info(rep["xray_health"])
         if warning:
             out.warn(warning)
     return EXIT_OK if rep["ok"] else EXIT_DRIFT

@@ -62,11 +62,12 @@ def apply_locked(cfg, tools, scope="all", warn=lambda msg: None):
     return _run(cfg, tools, scope, stop=False, warn=warn)
 
 
-def watch(cfg, tools, scope="all", log=lambda msg: None, warn=None):
-    """apply --if-changed: (plan, None) after a check, or (None, why nothing was checked)."""
+def watch(cfg, tools, scope="all", log=lambda msg: None, warn=None, wait=True):
+    """apply --if-changed: (plan, None) after a check, or (None, why nothing was checked).
+    wait=False: skip instead of waiting out the re-apply spacing (watchdog.run)."""
     def check(s):
         return _run(reread(cfg), tools, s, stop=False, only_if_changed=True, warn=warn or log)
-    return watchdog.run(cfg, check, log, scope, prepare=lambda: boot.prepare(cfg, log))
+    return watchdog.run(cfg, check, log, scope, prepare=lambda: boot.prepare(cfg, log), wait=wait)
 
 
 def stop(cfg, tools, scope="all", dry_run=False, warn=lambda msg: None, say=None):

@@ -17,7 +17,8 @@ from . import pyz
 from .errors import InstallError, UsageError
 from .state import write_atomic
 
-WATCH_ARGS = "apply --if-changed"
+WATCH_ARGS = "apply --if-changed"  # the per-minute drift check; the watch daemon also runs it
+DAEMON_PID = "/var/run/vpn-director-watchd.pid"  # Merlin: the init script's record of the daemon
 UPDATE_ARGS = "update"
 SUBS_ARGS = "xray sub update --due"  # each subscription at its own interval_h; hourly is the finest
 SHEBANG = "#!/bin/sh\n"
@@ -53,6 +54,7 @@ def _merlin():
         name="merlin", python="/opt/bin/python3", program="/opt/vpn-director/vpn-director.pyz",
         launcher=launcher, config="/opt/vpn-director/vpn-director.json",
         files={init: ("merlin-init.sh", {
+            "DAEMON_PID": DAEMON_PID,
             # cru: Merlin's cron front end; its table lives in /tmp, so the init script re-adds it at boot
             "WATCH_CRON": "* * * * * %s %s%s" % (launcher, WATCH_ARGS, quiet),
             "UPDATE_CRON": "17 4 * * * %s %s%s" % (launcher, UPDATE_ARGS, quiet),
@@ -70,7 +72,8 @@ def _systemd():
         "subs": ("refresh the Xray subscriptions that are due", SUBS_ARGS,
                  "OnCalendar=hourly\nRandomizedDelaySec=5min"),
     }
-    files = {units + "vpn-director.service": ("vpn-director.service", {})}
+    files = {units + "vpn-director.service": ("vpn-director.service", {}),
+             units + "vpn-director-watchd.service": ("watchd.service", {})}
     for job, (desc, args, schedule) in jobs.items():
         files[units + "vpn-director-%s.service" % job] = ("job.service", {"DESCRIPTION": desc, "ARGS": args})
         files[units + "vpn-director-%s.timer" % job] = ("job.timer", {"DESCRIPTION": desc, "SCHEDULE": schedule})
@@ -78,8 +81,8 @@ def _systemd():
         name="systemd", python="/usr/bin/python3", program="/usr/local/lib/vpn-director/vpn-director.pyz",
         launcher="/usr/local/sbin/vpn-director", config="/etc/vpn-director/vpn-director.json", files=files,
         example_paths={"data_dir": "/var/lib/vpn-director", "state_dir": "/run/vpn-director"},
-        units=("vpn-director.service", "vpn-director-watch.timer", "vpn-director-update.timer",
-               "vpn-director-subs.timer"))
+        units=("vpn-director.service", "vpn-director-watchd.service", "vpn-director-watch.timer",
+               "vpn-director-update.timer", "vpn-director-subs.timer"))
 
 
 TARGETS = {"merlin": _merlin(), "systemd": _systemd()}

@@ -44,11 +44,12 @@ def mark(state_dir, scope, started):
     state.write_atomic(os.path.join(state_dir, ACTIVE), json.dumps(sorted(comps)) + "\n")
 
 
-def run(cfg, check, log, scope="all", prepare=lambda: None, sleep=time.sleep, now=time.time):
+def run(cfg, check, log, scope="all", prepare=lambda: None, sleep=time.sleep, now=time.time, wait=True):
     """Return (plan, None) after a check, or (None, why nothing was checked).
 
     `check(scope)` plans against the live state and applies a non-empty plan; it runs under the
-    run lock. `prepare()` is the boot wait.
+    run lock. `prepare()` is the boot wait. wait=False (the watch daemon, which comes back every
+    round) skips the check instead of waiting out the spacing after a recent re-apply.
     """
     wanted = [c for c in components(scope) if c in active(cfg.state_dir)]
     if not wanted:
@@ -59,10 +60,13 @@ def run(cfg, check, log, scope="all", prepare=lambda: None, sleep=time.sleep, no
         return None, "another watchdog run is about to check; joined it"
     try:
         prepare()
-        wait = _spacing(cfg.state_dir, cfg.watchdog_min_interval, now())
-        if wait > 0:
-            log("watchdog: last re-apply was recent; checking in %.0fs" % wait)
-            sleep(wait)
+        spacing = _spacing(cfg.state_dir, cfg.watchdog_min_interval, now())
+        if spacing > 0 and not wait:
+            return None, "the last re-apply was %.0fs ago; checking in a later round" % (
+                cfg.watchdog_min_interval - spacing)
+        if spacing > 0:
+            log("watchdog: last re-apply was recent; checking in %.0fs" % spacing)
+            sleep(spacing)
         with state.locked(cfg.state_dir, cfg.lock_timeout):
             # From here on a new trigger starts its own run: this check may already be past it.
             os.close(pending)

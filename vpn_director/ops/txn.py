@@ -29,7 +29,7 @@ DISPLAY_ONLY = ("names",)  # top-level keys that never reach the kernel
 DISPLAY_ONLY_ADVANCED = ("leases_file",)
 # xray keys about the Xray process and its servers, not the kernel's tables (the server store's
 # addresses reach the kernel through the store, applied by the command that changed it)
-PROCESS_ONLY_XRAY = ("subscriptions", "active_server", "bittorrent")
+PROCESS_ONLY_XRAY = ("subscriptions", "active_server", "preferred_server", "bittorrent", "health", "failover")
 
 
 class Unchanged(Exception):

@@ -1,9 +1,11 @@
 #!/bin/sh
 # Entware init script for vpn-director, written by `vpn-director install` (an upgrade rewrites it).
 # start: the cron jobs (drift watchdog every minute, country lists daily, Xray subscriptions
-# hourly when due), then apply;
-# stop: the cron jobs out, then remove everything vpn-director owns.
+# hourly when due), apply, then the watch daemon (Xray health checks and failover; it also runs
+# the drift check and the due refreshes, serialised with cron's runs by the run lock);
+# stop: the daemon, the cron jobs out, then remove everything vpn-director owns.
 PROG=@LAUNCHER@
+PIDFILE=@DAEMON_PID@
 
 cron_jobs() {
     command -v cru >/dev/null 2>&1 || return 0
@@ -18,6 +20,38 @@ cron_jobs() {
     fi
 }
 
+# The daemon's PID if it runs: the recorded process must still be our program's `watch`.
+daemon_pid() {
+    [ -f "$PIDFILE" ] || return 0
+    pid=$(cat "$PIDFILE" 2>/dev/null)
+    case "$pid" in ''|*[!0-9]*) return 0 ;; esac
+    if grep -qF "@PROGRAM@" "/proc/$pid/cmdline" 2>/dev/null && grep -q watch "/proc/$pid/cmdline" 2>/dev/null; then
+        echo "$pid"
+    fi
+}
+
+daemon_start() {
+    [ -n "$(daemon_pid)" ] && return 0
+    # the launcher execs python, so $! is the daemon itself
+    "$PROG" watch </dev/null >/dev/null 2>&1 &
+    echo $! > "$PIDFILE"
+}
+
+daemon_stop() {
+    pid=$(daemon_pid)
+    rm -f "$PIDFILE"
+    [ -n "$pid" ] || return 0
+    kill "$pid" 2>/dev/null
+    # it ends after its current round, so a switch in progress finishes first
+    i=0
+    while [ $i -lt 120 ] && kill -0 "$pid" 2>/dev/null; do
+        sleep 1
+        i=$((i + 1))
+    done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+    return 0
+}
+
 case "$1" in
     start)
         cron_jobs add
@@ -27,16 +61,22 @@ case "$1" in
             # at boot: the configured boot wait must not hold up the services started after us
             "$PROG" apply </dev/null >/dev/null 2>&1 &
         fi
+        daemon_start
         ;;
     stop)
+        daemon_stop
         cron_jobs del
         "$PROG" stop
         ;;
     restart)
+        daemon_stop
         cron_jobs add
         "$PROG" restart
+        daemon_start
         ;;
     status)
+        pid=$(daemon_pid)
+        if [ -n "$pid" ]; then echo "watch daemon: running (PID $pid)"; else echo "watch daemon: not running"; fi
         "$PROG" status
         ;;
     *)

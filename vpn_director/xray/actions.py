@@ -112,6 +112,18 @@ def sub_update(cfg, sub, fetch=subscription.fetch, make_tools=_tools, resolve=st
     return counts, added, removed
 
 
+def due_subscriptions(cfg, subs=None, now=None, tried=None, retry_s=3600):
+    """Those of `subs` (default: the enabled subscriptions) whose interval_h has passed since their
+    last good update: the `--due` rule of cron and the watch daemon. `tried` ({id: time of the
+    last attempt}) holds a failing one back for retry_s, so a daemon does not fetch it every round."""
+    st = store.load(cfg.data_dir)
+    now = time.time() if now is None else now
+    tried = tried or {}
+    subs = [s for s in cfg.xray.side.subscriptions if s.enabled] if subs is None else subs
+    return [s for s in subs if now - (st.sources.get(store.sub_source(s.id), {}).get("updated") or 0) >= s.interval_h * 3600
+            and not 0 <= now - tried.get(s.id, -retry_s - 1) < retry_s]
+
+
 def sub_remove(cfg, sub_id, make_tools=_tools):
     """Forget the subscription's servers (the config edit is the caller's)."""
     return edit_store(cfg, lambda st: st.remove_source(store.sub_source(sub_id)), make_tools)

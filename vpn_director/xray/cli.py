@@ -1,6 +1,7 @@
 """The `xray ...` commands: argument parsing and printing only; the work is in actions.
 
-The main command line calls register() to add them and runs `args.ops(args, out)`. The modules
+The main command line calls register() to add them (and the top-level `watch`, the daemon of the
+health checks and failover) and runs `args.ops(args, out)`. The modules
 doing the work load only when one of these commands runs (hooks and cron parse these arguments
 too).
 """
@@ -67,6 +68,19 @@ def register(sub, common):
                                  "when something is wrong (not running, not listening, a foreign config)"
            ).add_argument("--json", action="store_true", help="one JSON object")
     action("restart", cmd_restart, "restart Xray on its current config and probe the proxy")
+    w = sub.add_parser("watch", help="the daemon: routing watchdog, due subscriptions, Xray health checks and "
+                                     "failover, every xray.health.interval_s",
+                       description="Every xray.health.interval_s seconds: the drift check of `apply --if-changed`, "
+                                   "the subscriptions whose interval_h has passed, and a check of the active Xray "
+                                   "server through Xray's SOCKS inbound. After xray.health.fail_threshold failures "
+                                   "in a row, and only if a direct check shows the WAN works, the other servers are "
+                                   "tested in a separate Xray and the best one is switched to like `xray use` does "
+                                   "(xray.failover). Events go to syslog and <state_dir>/events.jsonl, the state to "
+                                   "<state_dir>/xray-health.json (`xray status` shows it). One daemon per state_dir; "
+                                   "SIGTERM ends it after the current round.")
+    w.add_argument("--once", action="store_true", help="one round, then exit (for cron); does nothing while the "
+                                                        "daemon runs")
+    w.set_defaults(ops=cmd_watch)
 
 
 def _cfg(args, out):
@@ -188,11 +202,8 @@ def cmd_sub_update(args, out):
     else:
         subs = [s for s in subs if s.enabled]
     if args.due:
-        from . import store
-        st = store.load(cfg.data_dir)
-        now = time.time()
-        subs = [s for s in subs if now - (st.sources.get(store.sub_source(s.id), {}).get("updated") or 0)
-                >= s.interval_h * 3600]
+        from . import actions
+        subs = actions.due_subscriptions(cfg, subs)
         if not subs:
             out.detail("xray sub update --due: no subscription is due")
     return _update(cfg, subs, out)
@@ -311,6 +322,17 @@ def cmd_status(args, out):
         for line in status.lines(rep):
             out.info(line)
     return EXIT_OK if rep["ok"] else 3
+
+
+def cmd_watch(args, out):
+    from . import watch
+    cfg = _cfg(args, out)
+    if os.geteuid() != 0:
+        raise XrayError("watch needs root: it changes the routing and controls the Xray service")
+    _logged(cfg, out)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # under systemd each line reaches the journal at once
+    return watch.run(cfg, out, once=args.once)
 
 
 def cmd_restart(args, out):

@@ -1,4 +1,5 @@
-"""The config keys of the Xray side: subscriptions, the active server, Xray's own ports and files.
+"""The config keys of the Xray side: subscriptions, the active and preferred server, health checks
+and failover (the watch daemon), Xray's own ports and files.
 
 Read by config.validate through `check(c, xr, ax, cfg)`, which reports problems on the shared
 checker (every problem with its JSON path) and returns one XraySide. Where the Xray process is
@@ -15,6 +16,9 @@ SERVER_ID_RE = re.compile(r"^[0-9a-f]{12}$")
 SERVICES = ("auto", "entware", "systemd", "managed")
 BITTORRENT = ("block", "direct", "proxy")
 DEFAULT_UA = "vpn-director"
+ON_ALL_DOWN = ("block", "direct")
+DEFAULT_HEALTH_URLS = ("http://www.gstatic.com/generate_204", "http://cp.cloudflare.com/generate_204")
+HTTP_URL_RE = re.compile(r"^http://[A-Za-z0-9.-]+(:\d+)?(/\S*)?$")  # what the SOCKS probe can fetch
 
 
 @dataclass
@@ -27,9 +31,33 @@ class Subscription:
 
 
 @dataclass
+class Health:
+    """xray.health: the watch daemon's check of the active server through Xray's SOCKS inbound."""
+    enabled: bool = True
+    interval_s: int = 30
+    timeout_s: int = 10
+    fail_threshold: int = 3  # consecutive failures before the server counts as dead
+    urls: List[str] = field(default_factory=lambda: list(DEFAULT_HEALTH_URLS))  # success: HTTP 204
+    require_wan: bool = True  # a dead server needs a passing direct WAN check too
+
+
+@dataclass
+class Failover:
+    """xray.failover: what the watch daemon does about a dead server."""
+    enabled: bool = True
+    max_switches_per_hour: int = 5
+    return_to_preferred: bool = True
+    return_hold_s: int = 300  # the preferred server must pass this long before the switch back
+    on_all_down: str = "block"  # block: TPROXY stays (fail closed); direct: the Xray jump is removed
+
+
+@dataclass
 class XraySide:
     subscriptions: List[Subscription] = field(default_factory=list)
     active_server: Optional[str] = None  # a server id from the store
+    preferred_server: Optional[str] = None  # the one failover returns to
+    health: Health = field(default_factory=Health)
+    failover: Failover = field(default_factory=Failover)
     bittorrent: str = "block"
     socks_port: int = 12346  # 127.0.0.1 only: the end-to-end probe and the bot use it
     binary: str = "xray"
@@ -40,20 +68,21 @@ class XraySide:
     start_timeout: int = 15  # seconds for Xray to listen after a restart
 
 
-KNOWN_XRAY = {"subscriptions", "active_server", "bittorrent"}
+KNOWN_XRAY = {"subscriptions", "active_server", "preferred_server", "bittorrent", "health", "failover"}
 KNOWN_ADVANCED = {"socks_port", "binary", "service", "config_path", "error_log", "probe_url", "start_timeout"}
 KNOWN_SUB = {"id", "url", "enabled", "interval_h", "user_agent"}
+KNOWN_HEALTH = {"enabled", "interval_s", "timeout_s", "fail_threshold", "urls", "require_wan"}
+KNOWN_FAILOVER = {"enabled", "max_switches_per_hour", "return_to_preferred", "return_hold_s", "on_all_down"}
 
 
 def check(c, xr, ax, tproxy_port):
     """The XraySide from the raw `xray` and `advanced.xray` objects; problems go to checker c."""
     side = XraySide()
     side.subscriptions = _subscriptions(c, xr.get("subscriptions"))
-    act = xr.get("active_server")
-    if act is not None and (not isinstance(act, str) or not SERVER_ID_RE.match(act)):
-        c.err("xray.active_server", "%r is not a server id (12 hex digits; see `xray servers`)" % (act,))
-    else:
-        side.active_server = act
+    side.active_server = _server_id(c, xr.get("active_server"), "xray.active_server")
+    side.preferred_server = _server_id(c, xr.get("preferred_server"), "xray.preferred_server")
+    side.health = _health(c, c.obj(xr.get("health"), "xray.health"))
+    side.failover = _failover(c, c.obj(xr.get("failover"), "xray.failover"))
     side.bittorrent = c.choice(xr.get("bittorrent"), "xray.bittorrent", "block", BITTORRENT)
     side.socks_port = c.integer(ax.get("socks_port"), "advanced.xray.socks_port", 12346, 1, 65535)
     if side.socks_port == tproxy_port:
@@ -69,7 +98,7 @@ def check(c, xr, ax, tproxy_port):
         c.err("advanced.xray.config_path", "must end in .json (Xray reads the format from the name)")
     side.error_log = c.path(ax.get("error_log"), "advanced.xray.error_log", None)
     url = ax.get("probe_url")
-    if url is not None and (not isinstance(url, str) or not re.match(r"^http://[A-Za-z0-9.-]+(:\d+)?(/\S*)?$", url)):
+    if url is not None and (not isinstance(url, str) or not HTTP_URL_RE.match(url)):
         c.err("advanced.xray.probe_url", "%r is not a plain http:// URL (the probe speaks HTTP through SOCKS)" % (url,))
     elif url is not None:
         side.probe_url = url
@@ -77,14 +106,61 @@ def check(c, xr, ax, tproxy_port):
     return side
 
 
+def _server_id(c, raw, path):
+    if raw is not None and (not isinstance(raw, str) or not SERVER_ID_RE.match(raw)):
+        c.err(path, "%r is not a server id (12 hex digits; see `xray servers`)" % (raw,))
+        return None
+    return raw
+
+
+def _unknown(c, raw, path, known):
+    for key in raw:
+        if key not in known:
+            c.warnings.append("%s.%s: unknown key (ignored)" % (path, key))
+
+
+def _health(c, raw):
+    p = "xray.health"
+    _unknown(c, raw, p, KNOWN_HEALTH)
+    h = Health(enabled=c.boolean(raw.get("enabled"), p + ".enabled", True),
+               interval_s=c.integer(raw.get("interval_s"), p + ".interval_s", 30, 1, 86400),
+               timeout_s=c.integer(raw.get("timeout_s"), p + ".timeout_s", 10, 1, 120),
+               fail_threshold=c.integer(raw.get("fail_threshold"), p + ".fail_threshold", 3, 1, 100),
+               require_wan=c.boolean(raw.get("require_wan"), p + ".require_wan", True))
+    if "urls" in raw:
+        urls = c.lst(raw["urls"], p + ".urls")
+        bad = False
+        for i, url in enumerate(urls):
+            if not isinstance(url, str) or not HTTP_URL_RE.match(url):
+                c.err("%s.urls[%d]" % (p, i), "%r is not a plain http:// URL (the check speaks HTTP through "
+                      "SOCKS and wants status 204)" % (url,))
+                bad = True
+        if isinstance(raw["urls"], list) and not urls:
+            c.err(p + ".urls", "must name at least one URL")
+        elif len(urls) > 8:
+            c.err(p + ".urls", "%d URLs: at most 8" % len(urls))
+        elif urls and not bad:
+            h.urls = list(urls)
+    return h
+
+
+def _failover(c, raw):
+    p = "xray.failover"
+    _unknown(c, raw, p, KNOWN_FAILOVER)
+    return Failover(enabled=c.boolean(raw.get("enabled"), p + ".enabled", True),
+                    max_switches_per_hour=c.integer(raw.get("max_switches_per_hour"), p + ".max_switches_per_hour",
+                                                    5, 1, 60),
+                    return_to_preferred=c.boolean(raw.get("return_to_preferred"), p + ".return_to_preferred", True),
+                    return_hold_s=c.integer(raw.get("return_hold_s"), p + ".return_hold_s", 300, 0, 86400),
+                    on_all_down=c.choice(raw.get("on_all_down"), p + ".on_all_down", "block", ON_ALL_DOWN))
+
+
 def _subscriptions(c, raw):
     out = []
     for i, item in enumerate(c.lst(raw, "xray.subscriptions")):
         p = "xray.subscriptions[%d]" % i
         item = c.obj(item, p)
-        for key in item:
-            if key not in KNOWN_SUB:
-                c.warnings.append("%s.%s: unknown key (ignored)" % (p, key))
+        _unknown(c, item, p, KNOWN_SUB)
         sid, url = item.get("id"), item.get("url")
         if not isinstance(sid, str) or not SUB_ID_RE.match(sid):
             c.err(p + ".id", "%r is not an id (1-32 of a-z 0-9 _ -, starting with a letter or digit)" % (sid,))

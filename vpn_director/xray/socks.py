@@ -1,8 +1,9 @@
 """A minimal SOCKS5 client (RFC 1928, no authentication): one TCP CONNECT, then plain HTTP.
 
 Enough for the end-to-end probe through Xray's SOCKS inbound: `http_get(port, url)` sends one
-GET through 127.0.0.1:port and returns the HTTP status and the time to the response. Standard
-library only, so it runs on the router.
+GET through 127.0.0.1:port and returns the HTTP status and the time to the response;
+`http_get_direct(url)` sends the same GET without the proxy (the watch daemon's WAN check).
+Standard library only, so it runs on the router.
 """
 
 import ipaddress
@@ -66,11 +67,33 @@ def connect(proxy_port, host, port, timeout=10.0, proxy_host="127.0.0.1"):
 
 def http_get(proxy_port, url, timeout=10.0):
     """(HTTP status, milliseconds to the status line) of GET url through the proxy."""
+    u = _split(url)
+    start = time.monotonic()
+    return _status(connect(proxy_port, u.hostname, u.port or 80, timeout), u, timeout, start, "through the proxy")
+
+
+def http_get_direct(url, timeout=10.0):
+    """The same GET without the proxy, from this host's own address: the WAN check."""
+    u = _split(url)
+    start = time.monotonic()
+    try:
+        s = socket.create_connection((u.hostname, u.port or 80), timeout=timeout)
+    except socket.timeout:
+        raise SocksError("%s: no connection within %gs" % (u.netloc, timeout))
+    except OSError as e:
+        raise SocksError("%s: %s" % (u.netloc, e.strerror or e))
+    return _status(s, u, timeout, start, "from %s" % u.netloc)
+
+
+def _split(url):
     u = urllib.parse.urlsplit(url)
     if u.scheme != "http" or not u.hostname:
         raise SocksError("only plain http:// URLs can be probed: %s" % url)
-    start = time.monotonic()
-    s = connect(proxy_port, u.hostname, u.port or 80, timeout)
+    return u
+
+
+def _status(s, u, timeout, start, where):
+    """Send the GET on connected socket s (closed here) and read the status line."""
     try:
         path = (u.path or "/") + ("?" + u.query if u.query else "")
         s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: vpn-director\r\nConnection: close\r\n\r\n"
@@ -91,6 +114,6 @@ def http_get(proxy_port, url, timeout=10.0):
     first = line.split(b"\r\n", 1)[0].decode("latin-1")
     parts = first.split()
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        raise SocksError("no HTTP answer through the proxy (connection closed)" if not first
+        raise SocksError("no HTTP answer %s (connection closed)" % where if not first
                          else "not an HTTP answer: %r" % first[:60])
     return int(parts[1]), elapsed
