@@ -367,7 +367,11 @@ def cmd_render(args, cfg, out):
             out.info("wrote %s" % path)
         return EXIT_OK
     for tool, title in (("ipset", "ipset restore"), ("ip", "ip -batch"),
-                        ("iptables", "iptables-restore --noflush"), ("ip6tables", "ip6tables-restore --noflush")):
+                        ("iptables", "iptables-restore --noflush"), ("iptables-nat", "iptables-restore --noflush (nat)"),
+                        ("iptables-filter", "iptables-restore --noflush (filter)"),
+                        ("ip6tables", "ip6tables-restore --noflush")):
+        if tool in engine.EXTRA_FILES and not batches.get(tool):
+            continue  # the DNS tables only when the config uses them
         print("### %s" % title)
         sys.stdout.write(batches[tool] or engine._empty(tool))
     return EXIT_OK
