@@ -8,12 +8,15 @@ its source address (the router's re-sent query has the router's address, not the
 """
 
 import itertools
-import json
 import os
+import shutil
 
 import pytest
 
+import xraylab
 from vpn_director.lab import INTERNET
+from vpn_director.xray import embedded
+from xrayproc import xray_command
 
 pytestmark = pytest.mark.kernel
 
@@ -102,3 +105,92 @@ def test_a_tunnel_clients_dns_goes_through_its_tunnel_and_fails_closed(lab):
     assert not [l for l in nat_rules(lab) if "VPD_DNS" in l]
     answer, who, where = look(lab, WGC1_CLIENT, ROUTER, "stopped")
     assert who == "wan", answer
+
+
+DOCUMENT_CHAIN = [  # the document's XRAY_TPROXY for this config, written out by hand
+    "-m set ! --match-set XRAY_CLIENTS src -j RETURN",
+    "-m set --match-set XRAY_SERVERS dst -j RETURN",
+    "-d 127.0.0.0/8 -j RETURN", "-d 10.0.0.0/8 -j RETURN", "-d 172.16.0.0/12 -j RETURN",
+    "-d 192.168.0.0/16 -j RETURN", "-d 169.254.0.0/16 -j RETURN", "-d 224.0.0.0/4 -j RETURN",
+    "-d 255.255.255.255/32 -j RETURN",
+    "-p tcp -j TPROXY --on-port 12345 --on-ip 0.0.0.0 --tproxy-mark 0x100/0x100",
+    "-p udp -j TPROXY --on-port 12345 --on-ip 0.0.0.0 --tproxy-mark 0x100/0x100",
+]
+XRAY_DNS_RULES = ["-p %s -m %s --dport 53 -j TPROXY --on-port 12345 --on-ip 0.0.0.0 --tproxy-mark 0x100/0x100"
+                  % (p, p) for p in ("udp", "tcp")]
+
+
+def mangle_chain(lab, name):
+    out = lab._run(["iptables-%s-save" % lab.backend, "-t", "mangle"], ns=lab.router).stdout
+    return [l[len("-A %s " % name):] for l in out.splitlines() if l.startswith("-A %s " % name)]
+
+
+def test_an_xray_clients_dns_goes_to_xray_only_when_asked(lab):
+    up(lab, config(xray_dns="router"))
+    # "router" (the default): the document's chain, byte for byte; DNS to the router leaks by the WAN
+    assert mangle_chain(lab, "XRAY_TPROXY") == DOCUMENT_CHAIN
+    for proto in ("udp", "tcp"):
+        answer, who, where = look(lab, XRAY_CLIENT, ROUTER, "xray-router", proto)
+        assert (who, where) == ("wan", ["router", "wan"]), (proto, answer)
+
+    apply(lab, config(xray_dns="xray"))
+    assert mangle_chain(lab, "XRAY_TPROXY") == DOCUMENT_CHAIN[:1] + XRAY_DNS_RULES + DOCUMENT_CHAIN[1:]
+    for server in (ROUTER, INTERNET[0]):  # the router's address, and a hard-coded public resolver
+        for proto in ("udp", "tcp"):
+            answer, who, where = look(lab, XRAY_CLIENT, server, "xray", proto)
+            assert (who, where) == ("xray", []), (server, proto, answer, where)  # the TPROXY listener answered
+    # the tunnel client is untouched by xray.dns
+    answer, who, where = look(lab, WGC1_CLIENT, ROUTER, "tunnel-router")
+    assert who == "wan", answer
+
+    # Xray down: the query is dropped by TPROXY, nothing reaches the router's resolver or the WAN
+    lab.stop_xray()
+    answer, who, where = look(lab, XRAY_CLIENT, ROUTER, "xray-down")
+    assert (answer, where) == ("timeout", []), answer
+
+    # back to "router": the document's chain again
+    lab.start_xray()
+    apply(lab, config(xray_dns="router"))
+    assert mangle_chain(lab, "XRAY_TPROXY") == DOCUMENT_CHAIN
+
+
+@pytest.mark.skipif(not embedded.available(), reason="the Xray-core package is not installed")
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the lab's keys")
+def test_real_xray_answers_an_xray_clients_dns_through_the_proxy(lab, tmp_path, request):
+    """xray import + xray use configure a real Xray-core on the router; its DNS asks 1.1.1.1, a
+    resolver in a namespace only the proxy server reaches, through a Shadowsocks-2022 server."""
+    raw = config(xray_dns="xray")
+    raw["xray"]["dns_servers"] = ["1.1.1.1"]
+    raw["advanced"] = {"xray": {"service": "managed", "binary": xray_command(tmp_path),
+                                "probe_url": "http://1.1.1.1/generate_204"}}
+    up(lab, raw)
+    far = xraylab.FarHost(lab.wan, str(tmp_path / "far"))
+    request.addfinalizer(far.stop)
+    far.start()
+    lab._resolver(far.ns, "far", "192.0.2.200")  # the upstream resolver, behind the proxy server only
+    server = xraylab.XrayServer(lab.wan, str(tmp_path / "server"), "203.0.113.10", names=("ss2022",))
+    request.addfinalizer(server.stop)
+    server.start()
+    # controls: the far resolver answers the proxy server's namespace; the router asking 1.1.1.1
+    # itself is caught by the WAN resolver (the catch-all), the far one never sees it
+    near = qname("far-near")
+    assert lab._run(lab._agent("dnsq", "1.1.1.1", near, "udp"), ns=lab.wan, env=lab.env()).stdout.strip() == \
+        "A 192.0.2.200"
+    direct = qname("far-direct")
+    assert lab._run(lab._agent("dnsq", "1.1.1.1", direct, "udp"), ns=lab.router, env=lab.env()).stdout.strip() == \
+        "A 192.0.2.1"
+    assert lab.dns_where(direct) == ["wan"] and lab.dns_where(near) == ["far"]
+    lab.stop_xray()  # the stand-in gives the TPROXY port to the real Xray
+    for args in (("import", server.link("ss2022")), ("use", "ss2022")):
+        p = lab.vpd("xray", *args)
+        assert p.returncode == 0, p.stdout + p.stderr
+
+    for server_addr in (ROUTER, INTERNET[0]):
+        for proto in ("udp", "tcp"):
+            name = qname("real-xray")
+            answer, who = lab.lookup(XRAY_CLIENT, server_addr, name, proto, timeout=5.0)
+            assert (answer, who) == ("A 192.0.2.200", "far"), (server_addr, proto, answer)
+            assert lab.dns_where(name) == ["far"]  # never the router's resolver, never the WAN's
+    assert {q["src"] for q in lab.dns_seen("far")} == {far.gateway}  # sent by the proxy server
+    assert [q["qname"] for q in lab.dns_seen("wan")] == [direct]  # the control only
+    assert lab.dns_seen("router") == []
