@@ -8,6 +8,7 @@ its source address (the router's re-sent query has the router's address, not the
 """
 
 import itertools
+import json
 import os
 import shutil
 
@@ -194,3 +195,73 @@ def test_real_xray_answers_an_xray_clients_dns_through_the_proxy(lab, tmp_path, 
     assert {q["src"] for q in lab.dns_seen("far")} == {far.gateway}  # sent by the proxy server
     assert [q["qname"] for q in lab.dns_seen("wan")] == [direct]  # the control only
     assert lab.dns_seen("router") == []
+
+
+def test_status_trace_check_render_and_drift_repair_cover_the_nat_objects(lab):
+    wgc1_dns = "10.64.1.1"  # lab.tunnel_dns("wgc1"): the first tunnel's resolver
+    up(lab, config(wgc1_dns=[wgc1_dns]))
+    assert lab.tunnel_dns("wgc1") == wgc1_dns
+    st = lab.vpd("status")
+    assert st.returncode == 0, st.stdout + st.stderr
+    assert "OK       chain    VPD_DNS_TUN  (nat)" in st.stdout
+    assert st.stdout.count("OK       jump     PREROUTING -> VPD_DNS_TUN  (nat)") == 2
+    assert "tunnel wgc1 clients → %s through wgc1" % wgc1_dns in st.stdout
+    assert "tunnel ovpnc1 clients → the router's resolver" in st.stdout
+    p = lab.vpd("trace", WGC1_CLIENT, ROUTER, "--dport", "53", "--proto", "udp", "--live", "--json")
+    seen = json.loads(p.stdout)
+    assert (seen["route"], seen["table"], seen["differs"]) == ("tunnel", "wgc1", ""), seen
+    assert any("DNAT to %s:53" % wgc1_dns in s for s in seen["steps"]), seen["steps"]
+    p = lab.vpd("trace", WGC1_CLIENT, ROUTER, "--dport", "53", "--proto", "udp")
+    assert "nat VPD_DNS_TUN: src=192.168.50.20, DNS to the router → DNAT to %s:53" % wgc1_dns in p.stdout
+    p = lab.vpd("check")
+    assert p.returncode == 0 and "tunnel ovpnc1: no DNS server known for its clients" in p.stderr
+    assert "### iptables-restore --noflush (nat)" in lab.vpd("render").stdout
+
+    # the firmware puts its own DNS redirection at the top of nat PREROUTING (Merlin's DNSVPN/DNSFilter)
+    ipt = "iptables-%s" % lab.backend
+    firmware = ["-i", "br0", "-p", "udp", "-m", "udp", "--dport", "53", "-j", "DNAT", "--to-destination", ROUTER]
+    lab._run([ipt, "-t", "nat", "-I", "PREROUTING", "1"] + firmware, ns=lab.router)
+    assert lab.vpd("status").returncode == 3
+    out = lab.vpd("apply", "--if-changed", "-v").stdout
+    assert "drift repaired" in out and "nat jump: -I PREROUTING 1" in out
+    pre = [l for l in nat_rules(lab) if l.startswith("-A PREROUTING")]
+    assert [("VPD_DNS_TUN" in l) for l in pre] == [True, True, False], pre  # ours first again, theirs kept
+    answer, who, where = look(lab, WGC1_CLIENT, ROUTER, "after-firmware")
+    assert (who, where) == ("wgc1", ["wgc1"]), answer
+
+    # our chain flushed behind our back: the query leaks (control), the watchdog's apply repairs it
+    lab._run([ipt, "-t", "nat", "-F", "VPD_DNS_TUN"], ns=lab.router)
+    answer, who, where = look(lab, WGC1_CLIENT, ROUTER, "flushed")
+    assert who == "wan", answer
+    out = lab.vpd("apply", "--if-changed", "-v").stdout
+    assert "nat chain VPD_DNS_TUN: rebuilt" in out
+    answer, who, where = look(lab, WGC1_CLIENT, ROUTER, "repaired")
+    assert (who, where) == ("wgc1", ["wgc1"]), answer
+    assert lab.vpd("status").returncode == 0
+
+    # stop tunnel takes the nat objects out with TUN_DIR; the firmware's rule stays
+    assert lab.vpd("stop", "tunnel").returncode == 0
+    assert [l for l in nat_rules(lab) if l.startswith("-A PREROUTING")] == ["-A PREROUTING " + " ".join(firmware)]
+
+
+def test_block_dot_rejects_dns_over_tls_from_routed_clients(lab):
+    raw = config(xray_dns="router")
+    up(lab, raw)
+    lab._serve(lab.tunnels["wgc1"], "wgc1-dot", 853)
+    dot = [{"dst": INTERNET[0], "port": 853, "proto": "tcp"}]
+    # control: DoT goes through the tunnel, and an Xray client's to the proxy
+    assert lab.probe(WGC1_CLIENT, dot) == ["wgc1-dot %s:853" % INTERNET[0]]
+    assert lab.probe(XRAY_CLIENT, dot) == ["xray %s:853" % INTERNET[0]]
+    raw["advanced"] = {"dns": {"block_dot": True}}
+    apply(lab, raw)
+    for client in (WGC1_CLIENT, XRAY_CLIENT, OVPN_CLIENT):
+        assert lab.probe(client, dot) == ["error Connection refused"], client  # a reset at once
+    apply(lab, raw)  # (the IPv6 block learns the MACs the traffic showed)
+    st = lab.vpd("status")
+    assert st.returncode == 0, st.stdout
+    assert "OK       chain    VPD_DOT_TUN  (filter)" in st.stdout and "OK       chain    VPD_DOT_XRAY  (filter)" in st.stdout
+    raw["advanced"] = {}
+    apply(lab, raw)
+    assert lab.probe(WGC1_CLIENT, dot) == ["wgc1-dot %s:853" % INTERNET[0]]
+    out = lab._run(["iptables-%s-save" % lab.backend, "-t", "filter"], ns=lab.router).stdout
+    assert "VPD_DOT" not in out

@@ -126,7 +126,7 @@ def format_text(rep):
     lines = []
     for o in rep["objects"]:
         head = "%-8s %-8s %s" % (o["status"], o["kind"], o["name"])
-        if o.get("table"):
+        if o.get("table") and o.get("family") != "ipv6":  # the DNS objects' nat and filter tables
             head += "  (%s)" % o["table"]
         if o["kind"] == "set" and "entries" in o:
             head += "  (%d entries%s)" % (o["entries"], "" if o["status"] != MISMATCH else

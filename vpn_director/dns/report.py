@@ -76,7 +76,7 @@ def paths(cfg, tunnel_dns, scope="all"):
 
 
 def format_paths(items):
-    return ["DNS      %-22s → %s  [%s]" % (i["who"], i["dns"], i["note"]) for i in items]
+    return ["DNS      %s → %s  [%s]" % (i["who"], i["dns"], i["note"]) for i in items]
 
 
 def findings(cfg, tunnel_dns):
