@@ -38,6 +38,7 @@ LAB_ZONES = {
 # tunnel namespace's lo: the router reaches it only through the tunnel's table).
 WAN_DNS_ANSWER, XRAY_DNS_ANSWER = "192.0.2.1", "192.0.2.100"
 TUNNEL_DNS = "10.64.%d.1"  # % tunnel index (1-based, the order of the topology's tunnels)
+ROUTER_LAN = "192.168.50.1"  # the router's address on br0 for the 192.168.50.0/24 clients
 DEFAULT_CONFIG = {
     "paused_clients": ["192.168.50.25"],
     "xray": {"clients": ["192.168.50.10", "192.168.50.30"], "servers": ["203.0.113.10"],
@@ -331,14 +332,16 @@ class Lab:
                                                                           stopfile)
         return subprocess.Popen(argv, env=self.env())
 
-    def expectation(self, cfg=None):
-        """A function (src, dst, proto) -> (verdict, expected answer name), from the desired state."""
+    def expectation(self, cfg=None, local=(ROUTER_LAN,)):
+        """A function (src, dst, proto[, dport]) -> (verdict, expected answer name), from the
+        desired state. DNS to the router (`local`) is answered by the WAN's resolver: the
+        router's own resolver (start_dns) forwards there."""
         cfg = cfg or cfgmod.load(self.config_path)
-        rs = trace.from_desired(desired.build(cfg), cfg)
+        rs = trace.from_desired(desired.build(cfg), cfg, local)
 
-        def expect(src, dst, proto):
-            v = trace.trace(rs, src, dst, proto, PORT)
-            return v, {"xray": "xray", "direct": "wan"}.get(v.route) or v.tunnel
+        def expect(src, dst, proto, dport=PORT):
+            v = trace.trace(rs, src, dst, proto, dport)
+            return v, {"xray": "xray", "direct": "wan", "router": "wan"}.get(v.route) or v.tunnel
         return expect
 
     def down(self):

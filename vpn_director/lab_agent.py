@@ -26,6 +26,7 @@ IP_TRANSPARENT = 19
 IP_RECVORIGDSTADDR = 20  # also the cmsg type IP_ORIGDSTADDR
 IP_PKTINFO = 8
 IP_RECVERR = 11
+WATCH_PORTS = (20000, 30000)  # source ports of the watch's lookups, used in turn (below the ephemeral range)
 SOL_IP = 0
 
 
@@ -126,11 +127,11 @@ def _checksum(data):
     return ~total & 0xFFFF
 
 
-def probe_one(dst, port, proto, timeout=1.0, qname=None):
+def probe_one(dst, port, proto, timeout=1.0, qname=None, sport=0):
     """Who answered ("xray 8.8.8.8:7000", "wan 8.8.8.8:7000", ...) or why nobody did. With a
     qname, a DNS query to dst (port 53) over proto: its answer (dns_probe)."""
     if qname:
-        return dns_probe(dst, qname, proto, timeout)
+        return dns_probe(dst, qname, proto, timeout, sport)
     if proto == "icmp":
         return echo(dst, timeout)
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
@@ -170,7 +171,10 @@ def watch(targets, outfile, stopfile, timeout=0.5, interval=0.01):
                 n += 1
                 qname = _qname(t, n)
                 t0 = time.time()
-                answer = probe_one(t["dst"], t.get("port"), t["proto"], timeout, qname)
+                # a lookup's source port is new each time: a reused one would ride an earlier
+                # query's conntrack entry (and the NAT chosen for it) instead of today's rules
+                sport = WATCH_PORTS[0] + n % (WATCH_PORTS[1] - WATCH_PORTS[0]) if qname else 0
+                answer = probe_one(t["dst"], t.get("port"), t["proto"], timeout, qname, sport)
                 rec = {"t": t0, "t1": time.time(), "dst": t["dst"], "proto": t["proto"], "answer": answer}
                 if qname:
                     rec["qname"] = qname
@@ -312,10 +316,10 @@ def _recv_exact(conn, n):
     return data
 
 
-def dns_probe(server, qname, proto="udp", timeout=1.0):
+def dns_probe(server, qname, proto="udp", timeout=1.0, sport=0):
     """Ask `server` for qname's A record: "A ADDRESS", "no answer", "error ..." or "timeout". The
     UDP socket is connected and asks for every ICMP error, so a kill switch's refusal is reported
-    at once, as a resolver library would see it."""
+    at once, as a resolver library would see it. `sport`: the source port (0: any)."""
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     query = dns_query(qname)
     try:
@@ -323,6 +327,9 @@ def dns_probe(server, qname, proto="udp", timeout=1.0):
             s.settimeout(timeout)
             if proto == "udp":  # report "network unreachable" too, which UDP otherwise takes as soft
                 s.setsockopt(SOL_IP, IP_RECVERR, 1)
+            if sport:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("0.0.0.0", sport))
             s.connect((server, 53))
             if proto == "tcp":
                 s.sendall(struct.pack("!H", len(query)) + query)
