@@ -1,7 +1,7 @@
 """The plan for one iptables table other than mangle (nat, filter): our chains rebuilt, their
 jumps at the top of built-in chains, stale chains deleted, in one `iptables-restore --noflush`
-commit with an exact undo document. `td` is a rules.TableDesired. The same shape as the mangle step (reconcile.py) and the
-IPv6 step, over reconcile.place_jumps and reconcile.chain_undo.
+commit with an exact undo document. The same shape as the mangle step (reconcile.py) and the
+IPv6 step, over reconcile.place_jumps and reconcile.chain_undo. `td` is a rules.TableDesired.
 """
 
 from .. import reconcile, render
