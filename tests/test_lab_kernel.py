@@ -13,7 +13,7 @@ import pytest
 
 from netns import ROOT
 from vpn_director import config as cfgmod
-from vpn_director.lab import DEFAULT_CONFIG, Lab
+from vpn_director.lab import DEFAULT_CONFIG, ROUTER_LAN, TUNNEL_DNS, Lab
 from vpn_director.xray import embedded
 
 pytestmark = pytest.mark.kernel
@@ -121,6 +121,8 @@ def variants(n):
     exclusions changed, Xray toggled, clients paused."""
     import copy
     base = copy.deepcopy(TOPOLOGY)
+    for i, tun in enumerate(base["tunnel_director"]["tunnels"].values(), start=1):
+        tun["dns"] = [TUNNEL_DNS % i]  # each tunnel's lab resolver (Lab.start_dns)
     base["xray"]["clients"] = ["192.168.50.10", "192.168.50.30"]
     base["tunnel_director"]["tunnels"]["wgc1"]["clients"] = ["192.168.50.20", "192.168.50.30"]
     base["tunnel_director"]["tunnels"]["ovpnc1"]["clients"] = ["192.168.50.16/29"]
@@ -148,17 +150,20 @@ def variants(n):
 
 WATCH = [{"dst": "8.8.8.8", "port": 7000, "proto": "tcp"}, {"dst": "8.8.8.8", "port": 7000, "proto": "udp"},
          {"dst": "77.88.8.8", "port": 7000, "proto": "udp"}]
+# A lookup through the router, a query name of its own each round (lab_agent watch).
+DNS_WATCH = [{"dst": ROUTER_LAN, "proto": "udp", "zone": "reapply.leak.test"}]
 
 
 def test_no_leak_while_reapplying(lab, tmp_path):
     base, configs = variants(52)
     lab.up(base, topology=TOPOLOGY)
+    lab.start_dns()
     assert lab.apply().returncode == 0
     stop = str(tmp_path / "stop")
     watchers = {}
     for client in lab.clients:
         out = str(tmp_path / ("watch-%s.jsonl" % client))
-        watchers[client] = (out, lab.watch(client, WATCH, out, stop))
+        watchers[client] = (out, lab.watch(client, WATCH + DNS_WATCH, out, stop))
     expectations = [lab.expectation(cfgmod.validate(json.loads(json.dumps(_with_paths(lab, base)))))]
     windows = []
     # wgc1 goes down (the firmware flushes its table) for applies 20..29, then comes back
@@ -185,21 +190,29 @@ def test_no_leak_while_reapplying(lab, tmp_path):
         for _, proc in watchers.values():
             proc.wait(timeout=30)
 
-    checked = steady = during = changed = refused = 0
+    checked = steady = during = changed = refused = lookups = 0
     misrouted = []
+    at_wan = {q["qname"]: q["src"] for q in lab.dns_seen("wan")}
     for client, (out, _) in watchers.items():
         for line in open(out):
             rec = json.loads(line)
             t, t1 = rec["t"], rec["t1"]
             who = rec["answer"].split()[0]
+            dport = 7000
+            if "qname" in rec:  # a lookup: the resolver behind the answer
+                dport, lookups = 53, lookups + 1
+                who = lab.dns_answers.get(rec["answer"][2:], "?") if who == "A" else who
             # index of the config in force: applies that had finished before the probe started
             before = sum(1 for s, e in windows if e <= t)
             overlapping = [i for i, (s, e) in enumerate(windows) if s <= t1 and e >= t]
-            old = expectations[before](client, rec["dst"], rec["proto"])[1]
+            old = expectations[before](client, rec["dst"], rec["proto"], dport)[1]
+            span = range(overlapping[0], overlapping[-1] + 2) if overlapping else [before]
+            if "qname" in rec and rec["qname"] in at_wan and \
+                    "wan" not in {expectations[i](client, rec["dst"], rec["proto"], dport)[1] for i in span}:
+                misrouted.append((client, rec, "lookup seen by the WAN resolver from %s" % at_wan[rec["qname"]], old))
             if t1 >= down[0] and t <= down[1]:
                 # wgc1 down: where it was the path, the kill switch refuses; never the WAN instead
-                span = range(overlapping[0], overlapping[-1] + 2) if overlapping else [before]
-                allowed = {expectations[i](client, rec["dst"], rec["proto"])[1] for i in span}
+                allowed = {expectations[i](client, rec["dst"], rec["proto"], dport)[1] for i in span}
                 if "wgc1" in allowed:
                     if who not in allowed | {"error", "timeout"}:
                         misrouted.append((client, rec, "wgc1 down", allowed))
@@ -211,7 +224,7 @@ def test_no_leak_while_reapplying(lab, tmp_path):
                 if who != old:
                     misrouted.append((client, rec, "steady", old))
                 continue
-            allowed = {expectations[i](client, rec["dst"], rec["proto"])[1] for i in
+            allowed = {expectations[i](client, rec["dst"], rec["proto"], dport)[1] for i in
                        range(overlapping[0], overlapping[-1] + 2)}
             if len(allowed) == 1:  # intended path unchanged across the apply: must be exact
                 checked += 1
@@ -221,14 +234,16 @@ def test_no_leak_while_reapplying(lab, tmp_path):
             else:
                 changed += 1
     print("\nno-leak: %d applies, %d probes checked (%d steady, %d during an apply with the path unchanged), "
-          "%d probes skipped (path changed), %d refused while wgc1 was down, misrouted: %d"
-          % (len(windows), checked, steady, during, changed, refused, len(misrouted)))
+          "%d probes skipped (path changed), %d refused while wgc1 was down, %d lookups, misrouted: %d"
+          % (len(windows), checked, steady, during, changed, refused, lookups, len(misrouted)))
     with open(os.environ.get("VPD_LEAK_REPORT", os.devnull), "w") as fh:
         for m in misrouted:
             fh.write(repr(m) + "\n")
         fh.write(repr(windows) + "\n")
     assert len(windows) >= 50
     assert during > 100 and steady > 100 and refused > 3  # the check is not vacuous
+    seen = {n: {q["qname"] for q in lab.dns_seen(n)} for n in ("wgc1", "ovpnc1", "wan")}
+    assert lookups > 100 and all(len(v) > 10 for v in seen.values()), {n: len(v) for n, v in seen.items()}
     assert misrouted == []
 
 

@@ -21,10 +21,12 @@ GOLDEN = ("vless-reality-vision", "trojan-ws-tls", "vmess-ws-tls", "ss-2022", "h
 ERROR_LOG = "/tmp/vpn-director/xray-error.log"
 
 
-def make_cfg(bittorrent=None, tproxy_port=23456, socks_port=23457):
+def make_cfg(bittorrent=None, tproxy_port=23456, socks_port=23457, **xray):
     raw = {"advanced": {"xray": {"tproxy_port": tproxy_port, "socks_port": socks_port}}}
     if bittorrent:
-        raw["xray"] = {"bittorrent": bittorrent}
+        xray["bittorrent"] = bittorrent
+    if xray:
+        raw["xray"] = xray
     return config.validate(raw)
 
 
@@ -40,6 +42,32 @@ def test_golden_file(name):
         GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     assert data == path.read_bytes()
+
+
+def test_golden_file_with_xray_dns():
+    """xray.dns "xray": the DNS route, the dns outbound and section (the default servers)."""
+    data = generate.render(make_cfg(dns="xray"), xs.ALL["vless-reality-vision"], ERROR_LOG)
+    path = GOLDEN_DIR / "vless-reality-vision.dns-xray.json"
+    if os.environ.get("VPD_UPDATE_GOLDEN"):
+        path.write_bytes(data)
+    assert data == path.read_bytes()
+
+
+def test_xray_dns_parts():
+    d = doc(dns="xray", dns_servers=["9.9.9.9"])
+    rules = d["routing"]["rules"]
+    assert rules[:3] == [
+        {"type": "field", "inboundTag": ["tproxy-in"], "port": "53", "outboundTag": "dns-out"},
+        {"type": "field", "inboundTag": ["dns-query"], "outboundTag": "proxy"},
+        {"type": "field", "ip": list(generate.PRIVATE), "outboundTag": "direct"}]  # DNS to the router: ahead of it
+    assert d["outbounds"][-1] == {"tag": "dns-out", "protocol": "dns", "settings": {},
+                                  "streamSettings": {"sockopt": {"dialerProxy": "proxy"}}}
+    assert d["dns"] == {"tag": "dns-query", "servers": ["9.9.9.9"], "queryStrategy": "UseIPv4"}
+    assert doc(dns="xray")["dns"]["servers"] == ["1.1.1.1", "8.8.8.8"]
+    plain = doc(dns="router")
+    assert "dns" not in plain and [o["tag"] for o in plain["outbounds"]] == ["proxy", "direct", "block"]
+    assert generate.render(make_cfg(dns="router"), xs.ALL["ss-2022"], ERROR_LOG) == \
+        generate.render(make_cfg(), xs.ALL["ss-2022"], ERROR_LOG)  # the default: byte for byte as before
 
 
 def test_file_format_is_two_space_json_utf8_with_one_newline():

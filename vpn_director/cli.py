@@ -8,6 +8,8 @@ import select
 import sys
 
 from . import __version__, config, engine, killswitch, lint, live, log, state, status, trace
+from .dns import pipeline as dnspipeline
+from .dns import report as dnsreport
 from .errors import EXIT_DRIFT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, UsageError, VpdError
 from .ops import cli as ops_cli
 from .xray import cli as xray_cli
@@ -319,10 +321,12 @@ def cmd_status(args, cfg, out):
     tools = _tools(cfg)
     record = state.load_record(cfg.state_dir)
     full, _ = engine.build(cfg, record, warn=out.warn)
-    current = engine.read(tools, cfg, record, counters=True)
+    current = engine.read(tools, cfg, record, counters=True, full=full)
     rep = status.report(full, current, args.scope, record, data_dir=cfg.data_dir)
     if args.scope in ("all", "tunnel"):
         rep["tunnels"] = killswitch.tunnel_states(tools, cfg, full, current)
+    if args.scope != "ipset":
+        rep["dns"] = dnsreport.paths(cfg, full.tunnel_dns, args.scope)
     warning = engine.bridge_warning() if cfg.xray.clients else None
     if warning:
         rep["warnings"] = [warning]
@@ -369,7 +373,11 @@ def cmd_render(args, cfg, out):
             out.info("wrote %s" % path)
         return EXIT_OK
     for tool, title in (("ipset", "ipset restore"), ("ip", "ip -batch"),
-                        ("iptables", "iptables-restore --noflush"), ("ip6tables", "ip6tables-restore --noflush")):
+                        ("iptables", "iptables-restore --noflush"), ("iptables-nat", "iptables-restore --noflush (nat)"),
+                        ("iptables-filter", "iptables-restore --noflush (filter)"),
+                        ("ip6tables", "ip6tables-restore --noflush")):
+        if tool in engine.EXTRA_FILES and not batches.get(tool):
+            continue  # the DNS tables only when the config uses them
         print("### %s" % title)
         sys.stdout.write(batches[tool] or engine._empty(tool))
     return EXIT_OK
@@ -379,10 +387,10 @@ def cmd_check(args, cfg, out):
     record = _recorded(cfg)
     full, _ = engine.build(cfg, record, dns=False)  # check never needs DNS: no server address is linted
     xc, tuns = config.effective(cfg)
-    findings = lint.lint(cfg)
+    findings = lint.lint(cfg) + dnsreport.findings(cfg, full.tunnel_dns)
     if args.live:
         tools = _tools(cfg)
-        findings += lint.lint_live(cfg, engine.read(tools, cfg, record), full, record)
+        findings += lint.lint_live(cfg, engine.read(tools, cfg, record, full=full), full, record)
         findings += lint.other_backend(engine.other_backend_chains(tools, record, full.ownership),
                                        tools.probe()[0])
     shown = _names(cfg)
@@ -445,7 +453,8 @@ def cmd_trace(args, cfg, out):
         out.err("error: --dport needs --proto tcp or udp")
         return EXIT_USAGE
     full, _ = engine.build(cfg, _recorded(cfg), warn=out.warn)
-    want = trace.trace(trace.from_desired(full, cfg), args.src, args.dst, args.proto, args.dport,
+    local = [lint.interface_address(cfg.lan_interface)]  # DNS to the router: its LAN address
+    want = trace.trace(trace.from_desired(full, cfg, local), args.src, args.dst, args.proto, args.dport,
                        cfg.lan_interface)
     result, source = want.as_dict(), "desired state"
     src_name = _names(cfg).get(args.src)
@@ -453,7 +462,8 @@ def cmd_trace(args, cfg, out):
         tools = _tools(cfg)
         tunnel_tables = [t.table for t in cfg.tunnels if t.table not in (config.MAIN_TABLE, cfg.xray.route_table)]
         current = live.read(tools, cfg.xray.route_table, extra_tables=tunnel_tables)  # empty table: down
-        seen = trace.trace(trace.from_live(current, cfg), args.src, args.dst, args.proto, args.dport,
+        current.dns = dnspipeline.read(tools, full, _recorded(cfg))
+        seen = trace.trace(trace.from_live(current, cfg, local), args.src, args.dst, args.proto, args.dport,
                            cfg.lan_interface)
         result, source = seen.as_dict(), "live kernel state"
         result["desired"] = want.as_dict()

@@ -43,6 +43,9 @@ IPTABLES_BACKENDS = ("auto", "legacy", "nft")
 KILL_ACTIONS = ("unreachable", "prohibit", "blackhole")
 IPV6_MODES = ("block", "ignore")
 OTHER_PROTOCOLS = ("direct", "drop")
+XRAY_DNS = ("router", "xray")  # xray.dns: who answers Xray clients' DNS
+TUNNEL_DNS = ("auto", "router")  # tunnel_director.tunnels.<t>.dns, besides a list of addresses
+DEFAULT_XRAY_DNS_SERVERS = ["1.1.1.1", "8.8.8.8"]  # xray.dns_servers: queried through the proxy
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 MAIN_TABLE = tables.BUILTIN["main"]  # a tunnel into it sends its clients out by the WAN
 MERLIN_BAND = (10000, 12220)  # Asuswrt-Merlin's own VPN Director and kill-switch rule priorities
@@ -63,6 +66,8 @@ class Xray:
     clients_ipset: str
     servers_ipset: str
     other_protocols: str = "direct"  # protocols TPROXY cannot take (ICMP, GRE...): direct | drop
+    dns: str = "router"  # router: the document's chain; xray: clients' port 53 is TPROXY'd to Xray
+    dns_servers: List[str] = field(default_factory=lambda: list(DEFAULT_XRAY_DNS_SERVERS))
     side: object = None  # xray.settings.XraySide: servers, subscriptions, Xray's own process and files
 
 
@@ -74,6 +79,7 @@ class Tunnel:
     clients: List[ipaddress.IPv4Network]
     exclude: List[str]
     kill_switch: Optional[bool] = None  # per-tunnel override of advanced.kill_switch.enabled
+    dns: object = "auto"  # "auto" (the firmware's tunnel DNS), "router", or [IPv4 address, ...]
 
 
 @dataclass
@@ -111,6 +117,7 @@ class Config:
     guard_pref_base: int = 16640
     ipv6_mode: str = "block"  # block: routed clients' IPv6 is rejected by MAC; ignore: not touched
     ipv6_macs: Dict[ipaddress.IPv4Address, str] = field(default_factory=dict)  # pinned MACs
+    block_dot: bool = False  # advanced.dns.block_dot: routed clients' TCP/853 (DNS over TLS) is rejected
 
     def td_mark(self, slot):
         return (slot << self.td_mark_shift) & self.td_mark_mask
@@ -122,13 +129,15 @@ class Config:
 
 KNOWN = {
     "": {"data_dir", "paused_clients", "xray", "tunnel_director", "advanced", "ipsets", "names"},
-    "xray": {"clients", "servers", "exclude_ips", "exclude_sets", "other_protocols"} | xray_settings.KNOWN_XRAY,
+    "xray": {"clients", "servers", "exclude_ips", "exclude_sets", "other_protocols", "dns", "dns_servers"}
+    | xray_settings.KNOWN_XRAY,
     "tunnel_director": {"tunnels"},
-    "tunnel": {"clients", "exclude", "kill_switch"},
+    "tunnel": {"clients", "exclude", "kill_switch", "dns"},
     "advanced": {"xray", "tunnel_director", "boot", "lan_interface", "state_dir", "rt_tables",
-                 "iptables", "lock_timeout", "log", "watchdog", "leases_file", "kill_switch", "ipv6"},
+                 "iptables", "lock_timeout", "log", "watchdog", "leases_file", "kill_switch", "ipv6", "dns"},
     "advanced.kill_switch": {"enabled", "action", "guard_pref_base"},
     "advanced.ipv6": {"mode", "macs"},
+    "advanced.dns": {"block_dot"},
     "advanced.xray": {"tproxy_port", "route_table", "rule_pref", "fwmark", "fwmark_mask", "chain",
                       "clients_ipset", "servers_ipset", "bypass_ipset"} | xray_settings.KNOWN_ADVANCED,
     "advanced.tunnel_director": {"chain", "pref_base", "mark_mask", "mark_shift"},
@@ -272,6 +281,22 @@ class _Checker:
             self.err(path, "%r is not one of %s" % (raw, ", ".join(choices)))
             return default
         return raw
+
+    def resolvers(self, raw, path):
+        """A non-empty list of DNS server addresses: unicast IPv4, written plainly (no CIDR)."""
+        if not isinstance(raw, list) or not raw:
+            self.err(path, "must be a non-empty list of IPv4 addresses, got %r" % (raw,))
+            return []
+        out = []
+        for i, item in enumerate(raw):
+            addr = resolver_address(item)
+            if addr is None:
+                self.err("%s[%d]" % (path, i), "%r is not a unicast IPv4 address of a DNS server" % (item,))
+            elif addr in out:
+                self.warnings.append("%s[%d]: %r listed twice" % (path, i, item))
+            else:
+                out.append(addr)
+        return out
 
     def mark(self, raw, path, default):
         if raw is None:
@@ -427,7 +452,10 @@ def validate(raw, path="<config>"):
         servers_ipset=c.name(ax.get(servers_key), "advanced.xray." + servers_key, "XRAY_SERVERS",
                              SET_NAME_RE, "set name"),
         other_protocols=c.choice(xr.get("other_protocols"), "xray.other_protocols", "direct", OTHER_PROTOCOLS),
+        dns=c.choice(xr.get("dns"), "xray.dns", "router", XRAY_DNS),
     )
+    if xr.get("dns_servers") is not None:
+        xray.dns_servers = c.resolvers(xr.get("dns_servers"), "xray.dns_servers")
     xray.side = xray_settings.check(c, xr, ax, xray.tproxy_port)
     if "servers_ipset" in ax and "bypass_ipset" in ax and ax["servers_ipset"] != ax["bypass_ipset"]:
         c.err("advanced.xray.bypass_ipset", "conflicts with advanced.xray.servers_ipset (%r); keep one"
@@ -552,7 +580,8 @@ def _tunnels(c, raw, names, cfg):
         ks = c.boolean(body.get("kill_switch"), p + ".kill_switch", None)
         out.append(Tunnel(name=name, table=table or 0, slot=slot,
                           clients=c.nets(body.get("clients"), p + ".clients"),
-                          exclude=c.set_names(body.get("exclude"), p + ".exclude"), kill_switch=ks))
+                          exclude=c.set_names(body.get("exclude"), p + ".exclude"), kill_switch=ks,
+                          dns=_tunnel_dns(c, body.get("dns"), p + ".dns")))
     if len(out) > cfg.td_max_slots > 0:
         c.err("tunnel_director.tunnels", "%d tunnels do not fit in mark mask %#x (%d slots)"
               % (len(out), cfg.td_mark_mask, cfg.td_max_slots))
@@ -607,6 +636,10 @@ def _leaks(c, adv, cfg):
     elif base <= cfg.xray.rule_pref <= base + slots - 1:
         c.err(p, "%d..%d contains advanced.xray.rule_pref %d" % (base, base + slots - 1, cfg.xray.rule_pref))
 
+    dns = c.obj(adv.get("dns"), "advanced.dns")
+    c.unknown(dns, "advanced.dns", "advanced.dns")
+    cfg.block_dot = c.boolean(dns.get("block_dot"), "advanced.dns.block_dot", False)
+
     v6 = c.obj(adv.get("ipv6"), "advanced.ipv6")
     c.unknown(v6, "advanced.ipv6", "advanced.ipv6")
     cfg.ipv6_mode = c.choice(v6.get("mode"), "advanced.ipv6.mode", "block", IPV6_MODES)
@@ -623,6 +656,30 @@ def _leaks(c, adv, cfg):
             c.err(p, "%r is not a MAC address (aa:bb:cc:dd:ee:ff)" % (mac,))
             continue
         cfg.ipv6_macs[addr] = mac.lower().replace("-", ":")
+
+
+def resolver_address(text):
+    """A DNS server's address as iptables prints it, or None: a plain unicast IPv4 address that
+    a DNAT may point at (not loopback, multicast, broadcast or 0.0.0.0)."""
+    if not isinstance(text, str) or text != text.strip() or LEADING_ZERO_RE.search(text):
+        return None
+    try:
+        addr = ipaddress.IPv4Address(text)
+    except ValueError:
+        return None
+    if addr.is_loopback or addr.is_multicast or addr.is_unspecified or addr == ipaddress.IPv4Address("255.255.255.255"):
+        return None
+    return str(addr)
+
+
+def _tunnel_dns(c, raw, path):
+    """tunnel_director.tunnels.<t>.dns: "auto" (default), "router" or a list of resolvers."""
+    if raw is None or raw in TUNNEL_DNS:
+        return raw or "auto"
+    if isinstance(raw, list):
+        return c.resolvers(raw, path)
+    c.err(path, "%r is not \"auto\", \"router\" or a list of IPv4 addresses" % (raw,))
+    return "auto"
 
 
 def guarded(cfg, tun):

@@ -5,6 +5,8 @@ import socket
 
 from . import config as cfgmod
 from . import killswitch, sets
+from .dns import rules as dnsrules
+from .dns import servers as dnsservers
 from .errors import DataError
 from .model import (SHARED, TUNNEL, XRAY, ChainSpec, DesiredState, JumpSpec, Ownership, RouteSpec,
                     RuleSpec, SetSpec)
@@ -14,6 +16,11 @@ XRAY_ROUTE_SHOWN = "2 default dev lo scope 254"
 XRAY_ROUTE_ADD = "local default dev lo"  # what `ip route replace ... table N` is given for it
 # Last rule of the Xray chain with xray.other_protocols "drop": what TPROXY did not take (ICMP, GRE...).
 XRAY_DROP = "-j DROP"
+# xray.dns "xray": an Xray client's port 53, to any address, goes to Xray (its DNS route).
+XRAY_DNS = "-p %s -m %s --dport 53 -j TPROXY --on-port %d --on-ip 0.0.0.0 --tproxy-mark %s"
+# With a tunnel resolver, the kill switch's LAN returns skip the router's own addresses: DNS to
+# the router is then marked, and the nat DNAT that sends it to the tunnel's resolver keeps the mark.
+LAN_RETURN, LAN_RETURN_DNS = "-d %s -j RETURN", "-d %s -m addrtype ! --dst-type LOCAL -j RETURN"
 # The document's fixed private/special destinations, in its order.
 FIXED_RETURNS = ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
                  "169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32")
@@ -37,21 +44,28 @@ def ownership(cfg):
         xray_sets=(cfg.xray.clients_ipset, cfg.xray.servers_ipset), guard_base=cfg.guard_pref_base)
 
 
-def build(cfg, resolver=resolve_host, country_loader=sets.load_country, lan_nets=(), stored_servers=()):
+def build(cfg, resolver=resolve_host, country_loader=sets.load_country, lan_nets=(), stored_servers=(),
+          tunnel_dns=None):
     """Config -> DesiredState. Reads country zone files and resolves server names; no kernel access.
 
     `country_loader(path)` returns a country list's aggregated members and its listed entry count.
     `lan_nets`: the subnets connected to the LAN interface (killswitch.lan_subnets), which
     guarded tunnels' clients reach without a mark. `stored_servers`: the IPv4 addresses of the
     servers in the Xray server store (xray.store.addresses), bypassed like `xray.servers`.
+    `tunnel_dns`: {tunnel: dns.servers.TunnelDns}, each tunnel's resolver (engine looks "auto"
+    up); by default only the resolvers the config lists.
     """
     state = DesiredState(ownership=ownership(cfg))
+    if tunnel_dns is None:
+        tunnel_dns = dnsservers.resolve(cfg, look_up=False)
     xclients, tunnels = cfgmod.effective(cfg)
     needed = {}  # set name -> component that first needs it
     if xclients:
         _xray(cfg, state, xclients, resolver, needed, stored_servers)
     if any(clients for _, clients in tunnels):
-        _tunnels(cfg, state, tunnels, needed, lan_nets)
+        _tunnels(cfg, state, tunnels, needed, lan_nets, dnsrules.dnat_active(cfg, tunnel_dns))
+    state.dns = dnsrules.build(cfg, tunnel_dns)
+    state.tunnel_dns = tunnel_dns
     for name, comp in needed.items():
         if cfgmod.is_country(name):
             members, listed = country_loader(sets.zone_path(cfg.data_dir, name))
@@ -79,8 +93,10 @@ def _xray(cfg, state, clients, resolver, needed, stored_servers):
     state.sets.append(SetSpec(x.servers_ipset, frozenset(servers), XRAY))
 
     mark = "%#x/%#x" % (x.fwmark, x.fwmark_mask)
-    rules = ["-m set ! --match-set %s src -j RETURN" % x.clients_ipset,
-             "-m set --match-set %s dst -j RETURN" % x.servers_ipset]
+    rules = ["-m set ! --match-set %s src -j RETURN" % x.clients_ipset]
+    if x.dns == "xray":  # DNS to Xray's DNS path, before the private RETURNs would send it to the router
+        rules += [XRAY_DNS % (proto, proto, x.tproxy_port, mark) for proto in ("udp", "tcp")]
+    rules.append("-m set --match-set %s dst -j RETURN" % x.servers_ipset)
     rules += ["-d %s -j RETURN" % d for d in FIXED_RETURNS]
     for name in x.exclude_sets:
         rules.append("-m set --match-set %s dst -j RETURN" % name)
@@ -96,7 +112,7 @@ def _xray(cfg, state, clients, resolver, needed, stored_servers):
     state.routes.append(RouteSpec(x.route_table, XRAY_ROUTE_ADD, XRAY_ROUTE_SHOWN, XRAY))
 
 
-def _tunnels(cfg, state, tunnels, needed, lan_nets):
+def _tunnels(cfg, state, tunnels, needed, lan_nets, dns_marks=False):
     mask = cfg.td_mark_mask
     guard = "-m mark --mark 0x0/%#x" % mask
     rules = []
@@ -107,7 +123,7 @@ def _tunnels(cfg, state, tunnels, needed, lan_nets):
     # With a kill switch, a marked packet whose tunnel is down is refused: the router's own
     # LAN subnets are left unmarked, so clients keep reaching them meanwhile.
     if any(killswitch.guard(cfg, tun) for tun, clients in tunnels if clients):
-        rules += ["-d %s -j RETURN" % n for n in lan_nets]
+        rules += [(LAN_RETURN_DNS if dns_marks else LAN_RETURN) % n for n in lan_nets]
     for tun, clients in tunnels:
         if not clients:
             continue

@@ -5,6 +5,7 @@ import time
 
 from . import boot, config, desired, killswitch, live, owned, reconcile, servers, sets, state, steps, watchdog
 from .errors import ToolError
+from .dns import pipeline as dnsmod
 from .ipv6 import pipeline as ipv6
 from .live import LiveState
 from .xray import store as xray_store
@@ -13,20 +14,24 @@ from .tools import other_backend
 
 def render_batches(full):
     """The batches that build `full` on an empty kernel: {tool: text}."""
-    empty = LiveState(ipv6=ipv6.nothing_live())
+    empty = LiveState(ipv6=ipv6.nothing_live(), dns=dnsmod.nothing_live())
     p = ipv6.extend(reconcile.plan(full, empty, "all", {}), full, empty, "all", {})
+    p = dnsmod.extend(p, full, empty, "all", {})
     out = {"ipset": "", "iptables": "", "ip": "", "ip6tables": ""}
     for step in p.steps:
-        out[step.tool] += step.batch
+        out[step.tool] = out.get(step.tool, "") + step.batch
     return out
 
 
-def build(cfg, record, scope="all", warn=lambda msg: None, dns=True):
-    """The desired state; server names are resolved only when the Xray part is in scope."""
+def build(cfg, record, scope="all", warn=lambda msg: None, dns=True, tunnel_dns=None):
+    """The desired state; server names are resolved only when the Xray part is in scope.
+    `tunnel_dns` ({tunnel: TunnelDns}) is looked up (the firmware's tunnel DNS) when not given."""
     resolver = servers.Resolver(record, warn, dns=dns and scope != "tunnel")
     stored = xray_store.addresses(cfg.data_dir, warn) if config.xray_enabled(cfg) else ()
+    if tunnel_dns is None:
+        tunnel_dns = dnsmod.tunnel_dns(cfg)
     full = desired.build(cfg, resolver=resolver, lan_nets=killswitch.lan_subnets(cfg.lan_interface),
-                         stored_servers=stored)
+                         stored_servers=stored, tunnel_dns=tunnel_dns)
     full.ipv6 = ipv6.build(cfg, record)
     return full, resolver
 
@@ -37,7 +42,7 @@ def apply(cfg, tools, scope="all", dry_run=False, log=lambda msg: None, warn=Non
     if dry_run:
         record = state.load_record(cfg.state_dir)
         full, _ = build(cfg, record, scope, warn)
-        current = read(tools, cfg, record)
+        current = read(tools, cfg, record, full=full)
         reconcile.check_external(full.scoped(scope), current)
         return _plan(full, current, scope, record, warn)
     boot.prepare(cfg, log)
@@ -73,7 +78,8 @@ def watch(cfg, tools, scope="all", log=lambda msg: None, warn=None, wait=True):
 def stop(cfg, tools, scope="all", dry_run=False, warn=lambda msg: None, say=None):
     if dry_run:
         record = state.load_record(cfg.state_dir)
-        return _plan(_stop_state(cfg), read(tools, cfg, record), scope, record, warn, stop=True)
+        full = _stop_state(cfg)
+        return _plan(full, read(tools, cfg, record, full=full), scope, record, warn, stop=True)
     with state.locked(cfg.state_dir, cfg.lock_timeout, say=say):
         watchdog.mark(cfg.state_dir, scope, started=False)
         return _run(cfg, tools, scope, stop=True, warn=warn)
@@ -83,16 +89,19 @@ def _stop_state(cfg):
     return desired.build(cfg, resolver=lambda name: [], country_loader=sets.no_country)
 
 
-def read(tools, cfg, record, counters=False):
-    """The live state, with the route tables an earlier config used."""
+def read(tools, cfg, record, counters=False, full=None):
+    """The live state, with the route tables an earlier config used. With the desired state
+    `full`, also the nat/filter tables its DNS objects (or the record's) live in."""
     own = desired.ownership(cfg)
     state = live.read(tools, cfg.xray.route_table, counters=counters, extra_tables=owned.route_tables(record, own))
     state.ipv6 = ipv6.read(tools, cfg, record, counters=counters)  # None when nothing IPv6 is ours
+    state.dns = dnsmod.read(tools, full, record, counters=counters)  # None when no DNS table matters
     return state
 
 
 def _plan(full, current, scope, record, warn, stop=False):
     p = ipv6.extend(reconcile.plan(full, current, scope, record, stop=stop), full, current, scope, record, stop)
+    p = dnsmod.extend(p, full, current, scope, record, stop)
     for w in p.warnings:
         warn(w)
     return p
@@ -106,7 +115,7 @@ def _run(cfg, tools, scope, stop, warn, only_if_changed=False):
         full, resolver = _stop_state(cfg), None
     else:
         full, resolver = build(cfg, record, scope, warn)
-    current = read(tools, cfg, record)
+    current = read(tools, cfg, record, full=full)
     if not stop:
         reconcile.check_external(full.scoped(scope), current)
     p = _plan(full, current, scope, record, warn, stop=stop)
@@ -157,6 +166,8 @@ def _fingerprint(full):
     parts += [j.spec for j in full.jumps] + ["%d %s" % (r.pref, r.text) for r in full.rules]
     parts += ["%d %s" % (r.table, r.add) for r in full.routes]
     parts += ["%s %d" % (s.name, len(s.members)) for s in full.sets] + list(full.external_sets)
+    for td in full.dns or ():
+        parts += [td.table] + [c.name + "\n" + "\n".join(c.rules) for c in td.chains]
     return state.digest(*parts)
 
 
@@ -172,10 +183,14 @@ def bridge_warning():
     return None
 
 
+EXTRA_FILES = {"iptables-nat": "iptables.nat", "iptables-filter": "iptables.filter"}  # only when not empty
+
+
 def write_out(directory, batches):
     """render --out DIR: the batch files, written atomically."""
     os.makedirs(directory, exist_ok=True)
     names = {"ipset": "ipset.restore", "iptables": "iptables.mangle", "ip": "ip.batch", "ip6tables": "ip6tables.filter"}
+    names.update({t: f for t, f in EXTRA_FILES.items() if batches.get(t)})
     for tool, fname in names.items():
         state.write_atomic(os.path.join(directory, fname), batches[tool] or _empty(tool), mode=0o644)
     return [os.path.join(directory, n) for n in names.values()]

@@ -6,7 +6,12 @@ Topology (names carry a prefix, default "vpdlab"):
   PREFIX-wan   "the internet": answers as "wan" for every lab destination
   PREFIX-T     one per tunnel T: answers as "T" for every lab destination
 The router also runs a transparent listener on the TPROXY port that answers as "xray" and
-reports the original destination it saw.
+reports the original destination it saw (a DNS query TPROXY'd to it is answered with XRAY_DNS_ANSWER).
+
+start_dns() adds logging resolvers (lab_agent dns): one in the WAN namespace that also catches
+every port-53 packet reaching the WAN (a catch-all DNAT, as an ISP that intercepts DNS would), one
+per tunnel at TUNNEL_DNS (reachable only through the tunnel), and the router's own resolver on
+its LAN address, a forwarder that re-sends each query to the WAN from the router's WAN address.
 """
 
 import ipaddress
@@ -29,6 +34,11 @@ LAB_ZONES = {
     "ru": "# lab sample of the RU list\n77.88.0.0/16\n5.255.255.0/24\n",
     "ua": "# lab sample of the UA list\n91.198.0.0/16\n",
 }
+# DNS: the A record each lab resolver answers with, and each tunnel's resolver address (on the
+# tunnel namespace's lo: the router reaches it only through the tunnel's table).
+WAN_DNS_ANSWER, XRAY_DNS_ANSWER = "192.0.2.1", "192.0.2.100"
+TUNNEL_DNS = "10.64.%d.1"  # % tunnel index (1-based, the order of the topology's tunnels)
+ROUTER_LAN = "192.168.50.1"  # the router's address on br0 for the 192.168.50.0/24 clients
 DEFAULT_CONFIG = {
     "paused_clients": ["192.168.50.25"],
     "xray": {"clients": ["192.168.50.10", "192.168.50.30"], "servers": ["203.0.113.10"],
@@ -62,6 +72,8 @@ class Lab:
         self.xray_port = None
         self.tables = {}
         self.extra_destinations = list(extra_destinations)
+        self.dns_logs = {}  # resolver name -> its log (start_dns)
+        self.dns_answers = {}  # A record -> the resolver name that gives it
 
     # --- shell-free helpers --------------------------------------------------------------
     def _run(self, argv, ns=None, check=True, input=None, env=None):
@@ -179,12 +191,14 @@ class Lab:
         self._ip(ns, "route", "add", "default", "via", gateway)
         self._serve(ns, name, PORT)
 
-    def _serve(self, ns, name, port, transparent=False, bind=None):
+    def _serve(self, ns, name, port, transparent=False, bind=None, dns=None):
         argv = ["ip", "netns", "exec", ns] + self._agent("serve", name, str(port))
         if transparent:
             argv.append("--transparent")
         if bind:
             argv += ["--bind", bind]
+        if dns:
+            argv += ["--dns", dns]
         p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                              env=self.env())
         self.procs.append(p)
@@ -195,7 +209,63 @@ class Lab:
     def start_xray(self, bind="0.0.0.0"):
         """(Re)start the transparent listener standing in for Xray on the TPROXY port, bound to `bind`."""
         self.stop_xray()
-        self.xray = self._serve(self.router, "xray", self.xray_port, transparent=True, bind=bind)
+        self.xray = self._serve(self.router, "xray", self.xray_port, transparent=True, bind=bind,
+                                dns=XRAY_DNS_ANSWER)
+
+    # --- DNS ------------------------------------------------------------------------------------
+    def tunnel_dns(self, name):
+        """The address of tunnel `name`'s resolver (start_dns)."""
+        return TUNNEL_DNS % (list(self.tables).index(name) + 1)
+
+    def start_dns(self, iptables=None):
+        """Logging resolvers in the WAN namespace (catching every port-53 packet that reaches it),
+        in each tunnel's namespace, and the router's forwarding resolver on its LAN addresses."""
+        ipt = iptables or ("iptables-%s" % self.backend if self.backend else "iptables")
+        wan_addr = WAN_NET[1].split("/")[0]
+        self._resolver(self.wan, "wan", WAN_DNS_ANSWER)
+        for proto in ("udp", "tcp"):
+            self._run([ipt, "-t", "nat", "-A", "PREROUTING", "-p", proto, "--dport", "53", "-j", "DNAT",
+                       "--to-destination", wan_addr], ns=self.wan)
+        for name, ns in self.tunnels.items():
+            self._ip(ns, "addr", "add", "%s/32" % self.tunnel_dns(name), "dev", "lo")
+            self._resolver(ns, name, "192.0.2.%d" % (10 + list(self.tables).index(name) + 1))
+        # the router's resolver re-sends from the WAN side, to a public resolver the WAN answers for
+        self._resolver(self.router, "router", None, forward=INTERNET[0])
+
+    def _resolver(self, ns, name, answer, forward=None):
+        log = os.path.join(self.workdir, "dns-%s.log" % name)
+        open(log, "w").close()
+        argv = ["ip", "netns", "exec", ns] + self._agent("dns", name, log, answer or "0.0.0.0")
+        if forward:
+            argv += ["--forward", forward]
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                             env=self.env())
+        self.procs.append(p)
+        if p.stdout.readline().strip() != "ready":
+            raise LabError("resolver %s in %s did not start: %s" % (name, ns, p.stderr.read().strip()))
+        self.dns_logs[name] = log
+        if answer:
+            self.dns_answers[answer] = name
+
+    def dns_seen(self, name):
+        """Queries resolver `name` received: [{"qname", "qtype", "proto", "src"}]."""
+        try:
+            with open(self.dns_logs[name]) as fh:
+                return [json.loads(line) for line in fh if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def dns_where(self, qname):
+        """The resolvers whose log has qname."""
+        return sorted(n for n in self.dns_logs if any(q["qname"] == qname for q in self.dns_seen(n)))
+
+    def lookup(self, client, server, qname, proto="udp", timeout=1.0):
+        """A DNS lookup from a client: (answer text, the resolver name behind the answer or None)."""
+        out = self.probe(client, [{"dst": server, "proto": proto, "qname": qname}], timeout=timeout)[0]
+        who = self.dns_answers.get(out.split()[1]) if out.startswith("A ") else None
+        if out == "A %s" % XRAY_DNS_ANSWER:
+            who = "xray"
+        return out, who
 
     def stop_xray(self):
         """Stop the Xray stand-in, as if Xray had stopped: nothing listens on the TPROXY port."""
@@ -251,8 +321,8 @@ class Lab:
 
     def probe(self, client, targets=None, timeout=1.0):
         targets = targets or self.targets()
-        out = self._run(self._agent("probe", json.dumps(targets)), ns=self.clients[client],
-                        env=self.env()).stdout
+        argv = self._agent("probe", json.dumps(targets)) + ([str(timeout)] if timeout != 1.0 else [])
+        out = self._run(argv, ns=self.clients[client], env=self.env()).stdout
         return json.loads(out)
 
     def watch(self, client, targets, outfile, stopfile):
@@ -262,14 +332,16 @@ class Lab:
                                                                           stopfile)
         return subprocess.Popen(argv, env=self.env())
 
-    def expectation(self, cfg=None):
-        """A function (src, dst, proto) -> (verdict, expected answer name), from the desired state."""
+    def expectation(self, cfg=None, local=(ROUTER_LAN,)):
+        """A function (src, dst, proto[, dport]) -> (verdict, expected answer name), from the
+        desired state. DNS to the router (`local`) is answered by the WAN's resolver: the
+        router's own resolver (start_dns) forwards there."""
         cfg = cfg or cfgmod.load(self.config_path)
-        rs = trace.from_desired(desired.build(cfg), cfg)
+        rs = trace.from_desired(desired.build(cfg), cfg, local)
 
-        def expect(src, dst, proto):
-            v = trace.trace(rs, src, dst, proto, PORT)
-            return v, {"xray": "xray", "direct": "wan"}.get(v.route) or v.tunnel
+        def expect(src, dst, proto, dport=PORT):
+            v = trace.trace(rs, src, dst, proto, dport)
+            return v, {"xray": "xray", "direct": "wan", "router": "wan"}.get(v.route) or v.tunnel
         return expect
 
     def down(self):

@@ -28,6 +28,7 @@ class LiveState:
     rules: List[Tuple[int, str]] = field(default_factory=list)  # (pref, text after "PREF:\t")
     routes: Dict[int, List[str]] = field(default_factory=dict)
     ipv6: Optional[object] = None  # ipv6.live.V6Live when the IPv6 part was read
+    dns: Optional[object] = None  # dns.live.DnsLive when the nat/filter tables were read
 
     @property
     def prerouting(self):

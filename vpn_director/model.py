@@ -113,6 +113,8 @@ class DesiredState:
     rules: List[RuleSpec] = field(default_factory=list)
     routes: List[RouteSpec] = field(default_factory=list)
     ipv6: Optional[object] = None  # ipv6.block.V6Desired when advanced.ipv6.mode is block
+    dns: Optional[tuple] = None  # (nat, filter) dns.table.TableDesired
+    tunnel_dns: Optional[dict] = None  # {tunnel: dns.servers.TunnelDns} the DNS objects were built from
 
     def scoped(self, scope):
         """The part of the state one component owns (country sets follow whoever uses them)."""

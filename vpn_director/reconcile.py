@@ -30,7 +30,7 @@ FWMARK_RE = re.compile(r"fwmark (0x[0-9a-f]+)/(0x[0-9a-f]+) lookup (\S+)")
 @dataclass
 class Step:
     name: str
-    tool: str  # "ipset", "ip" or "iptables"
+    tool: str  # "ipset", "ip", "iptables" (mangle), "iptables-nat", "iptables-filter" or "ip6tables"
     batch: str
     undo: Optional[str] = None  # the batch that reverses the whole step
     changes: List[str] = field(default_factory=list)

@@ -1,6 +1,7 @@
 """status: every owned object as OK / MISSING / MISMATCH, with per-rule packet counters."""
 
 from . import countries, killswitch, live, owned, reconcile
+from .dns import report as dnsreport
 from .ipv6 import report as v6report
 from .model import XRAY, components, rule_words
 
@@ -65,6 +66,7 @@ def report(full, current, scope, record, data_dir=None):
         if c in comps and n in current.chains and n not in {c_.name for c_ in d.chains}:
             objs.append(_obj("chain", n, MISMATCH, note="left by an earlier config"))
     objs += v6report.objects(full, current, scope, record)
+    objs += dnsreport.objects(full, current, scope, record)
     return _result(objs)
 
 
@@ -124,6 +126,8 @@ def format_text(rep):
     lines = []
     for o in rep["objects"]:
         head = "%-8s %-8s %s" % (o["status"], o["kind"], o["name"])
+        if o.get("table") and o.get("family") != "ipv6":  # the DNS objects' nat and filter tables
+            head += "  (%s)" % o["table"]
         if o["kind"] == "set" and "entries" in o:
             head += "  (%d entries%s)" % (o["entries"], "" if o["status"] != MISMATCH else
                                           ", +%d extra, %d missing" % (o["extra"], o["missing"]))
@@ -145,6 +149,7 @@ def format_text(rep):
     if not rep["objects"]:
         lines.append("nothing configured for this scope")
     lines += killswitch.format_states(rep.get("tunnels", []))
+    lines += dnsreport.format_paths(rep.get("dns", []))
     lines += v6report.summary(rep)
     lines.append("status: %s" % ("all objects match the config" if rep["ok"] else "live state differs from the config"))
     return "\n".join(lines)

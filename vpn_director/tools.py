@@ -148,9 +148,12 @@ class Tools:
         return proc.stdout
 
     # --- readers ---------------------------------------------------------------------------
-    def iptables_save(self, counters=False):
+    def iptables_save(self, counters=False, table="mangle"):
         _, _, save, _ = self.probe()
-        return self.run("read iptables", [save, "-t", "mangle"] + (["-c"] if counters else []))
+        if table not in ("mangle", "nat", "filter"):
+            raise ValueError("not a table we read: %r" % (table,))
+        step = "read iptables" if table == "mangle" else "read iptables %s" % table
+        return self.run(step, [save, "-t", table] + (["-c"] if counters else []))
 
     def other_backend_save(self):
         """`iptables-save -t mangle` of the backend we are not using, or None if it is not installed."""

@@ -1,4 +1,6 @@
-"""Walk a packet through the document's flow: mangle PREROUTING rule by rule, then the ip rule lookup.
+"""Walk a packet through the document's flow: mangle PREROUTING rule by rule, then nat PREROUTING
+(our DNS chain: a tunnel client's DNS to the router DNAT'd to its tunnel's resolver), then the
+ip rule lookup.
 
 The walk runs over rule specs in iptables-save form, so the same code evaluates the desired
 state (offline) and the parsed live kernel state (`--live`). Steps are worded like the
@@ -139,6 +141,8 @@ class Ruleset:
     td_chain: str = "TUN_DIR"
     servers_set: str = "XRAY_SERVERS"
     down_tables: frozenset = frozenset()  # live: tunnel tables with no route (lookups fall through)
+    nat: Dict[str, List[str]] = field(default_factory=dict)  # nat PREROUTING (our jumps) and our nat chains
+    local: frozenset = frozenset()  # the router's own addresses known here (addrtype LOCAL)
 
 
 @dataclass
@@ -155,17 +159,24 @@ class Verdict:
                 "steps": self.steps, "rules": self.rules}
 
 
-def from_desired(full, cfg):
-    """Ruleset of the desired state; PREROUTING holds our jumps in their order."""
+def from_desired(full, cfg, local=()):
+    """Ruleset of the desired state; PREROUTING holds our jumps in their order. `local`: the
+    router's own addresses (its LAN address: what DNS to the router is sent to)."""
     chains = {c.name: list(c.rules) for c in full.chains}
     chains["PREROUTING"] = [j.spec for j in sorted(full.jumps, key=lambda j: not j.first)]
     rules = [IpRule(r.pref, r.table, r.mark, r.mask, text=r.text, action=r.action) for r in full.rules]
     rules.append(IpRule(32766, MAIN, text="from all lookup main"))
-    return _ruleset(cfg, chains, {s.name: SetIndex(s.members) for s in full.sets}, rules,
-                    tuple(full.external_sets))
+    rs = _ruleset(cfg, chains, {s.name: SetIndex(s.members) for s in full.sets}, rules,
+                  tuple(full.external_sets))
+    nat = [td for td in (full.dns or ()) if td.table == "nat"]
+    if nat:
+        rs.nat = {c.name: list(c.rules) for c in nat[0].chains}
+        rs.nat["PREROUTING"] = [j.spec for j in nat[0].jumps.get("PREROUTING", [])]
+    rs.local = frozenset(ipaddress.IPv4Address(a) for a in local if a)
+    return rs
 
 
-def from_live(current, cfg):
+def from_live(current, cfg, local=()):
     """Ruleset of the kernel's state as read by live.read(); with the tunnels' tables in
     current.routes, a tunnel table without routes counts as down (its lookup falls through)."""
     rules = []
@@ -183,6 +194,10 @@ def from_live(current, cfg):
     rs = _ruleset(cfg, dict(current.chains), sets, rules, ())
     rs.down_tables = frozenset(t.table for t in cfg.tunnels if t.table in current.routes
                                and not current.routes[t.table])
+    seen = getattr(current, "dns", None)
+    if seen is not None and "nat" in seen.tables:
+        rs.nat = dict(seen.tables["nat"].chains)
+    rs.local = frozenset(ipaddress.IPv4Address(a) for a in local if a)
     return rs
 
 
@@ -207,9 +222,17 @@ def trace(rs, src, dst, proto="tcp", dport=None, iif="br0"):
     if tproxy == DROPPED:
         return Verdict("dropped", "none", pkt.mark, w.steps, w.rules)
     if tproxy:
+        if "--dport" in _parse(tproxy[2]):
+            w.say("%s: DNS (dport %s) → Xray's DNS route (xray.dns: xray)" % (rs.xray_chain, pkt.dport), tproxy[2])
         w.say("TPROXY to Xray port %s, mark %#x" % tproxy[:2], tproxy[2])
         w.say("Packet delivered to Xray process")
         return Verdict("xray", str(rs.xray_table), pkt.mark, w.steps, w.rules)
+    if rs.nat:
+        w.nat()
+    if pkt.dst in rs.local:
+        w.say("dst is the router's own address → delivered to the router%s"
+              % (" (its resolver)" if pkt.dport == 53 else ""))
+        return Verdict("router", "local", pkt.mark, w.steps, w.rules)
     for rule in rs.ip_rules:
         if rule.table == LOCAL or not rule.matches(pkt):
             continue  # the local table only holds the router's own addresses
@@ -304,6 +327,30 @@ class _Walk:
             self.say("%s: no rules for this client" % name)
         return None
 
+    def nat(self):
+        """nat PREROUTING: a jump into one of our nat chains, whose DNAT rewrites the destination."""
+        for spec in self.rs.nat.get("PREROUTING", []):
+            r = _parse(spec)
+            target = r.get("-j")
+            if target not in self.rs.nat or target == "PREROUTING" or not self._match(r):
+                continue
+            for rule in self.rs.nat[target]:
+                rr = _parse(rule)
+                if not self._match(rr):
+                    continue
+                who = "src=%s" % rr["-s"].replace("/32", "") if "-s" in rr else "packet"
+                if rr.get("-j") == "DNAT":
+                    to = rr["--to-destination"].split(":")[0]
+                    self.say("nat %s: %s, DNS to the router → DNAT to %s:%s (the tunnel's resolver; the mark %#x stays)"
+                             % (target, who, to, self.pkt.dport, self.pkt.mark), rule)
+                    self.pkt.dst = ipaddress.IPv4Address(to)
+                    return
+                if rr.get("-j") == "RETURN":
+                    why = " (TPROXY'd to Xray)" if "--mark" in rr and "-s" not in rr else ""
+                    self.say("nat %s: %s → RETURN%s" % (target, who, why), rule)
+                    break
+            return
+
     def _private(self, specs, i, spec):
         """The document's fixed ranges read as one question: "dst private?"."""
         r = _parse(spec)
@@ -328,8 +375,12 @@ class _Walk:
                 return False
         if "--mark" in r:
             value, mask = (int(x, 16) for x in r["--mark"].split("/"))
-            if p.mark & mask != value:
+            if (p.mark & mask == value) == r.get("--mark!", False):
                 return False
+        if "--dport" in r and (p.dport is None or int(r["--dport"]) != int(p.dport)):
+            return False
+        if "--dst-type" in r and (r["--dst-type"] == "LOCAL" and p.dst in self.rs.local) == r["--dst-type!"]:
+            return False
         return True
 
     def _words(self, chain, r, ok):
@@ -395,7 +446,7 @@ def _parse(spec):
         elif t == "-m":
             i += 1
         elif t.startswith("-") and i + 1 < len(toks):
-            if t in ("-s", "-d", "-i", "-p"):
+            if t in ("-s", "-d", "-i", "-p", "--mark", "--dst-type"):
                 r[t], r[t + "!"] = toks[i + 1], neg
             else:
                 r[t] = toks[i + 1]

@@ -10,6 +10,13 @@ xray.bittorrent, everything else from our inbounds through the proxy. Classic fi
 The same server and config always give the same bytes: the fixed parts are built in a fixed key
 order and the server's outbound is written with its keys in one canonical order (FIRST, then
 sorted; lists keep their order), so a re-import that only reorders keys changes nothing on disk.
+
+With xray.dns "xray" (our iptables rules then TPROXY Xray clients' port 53 here), the file also
+has a "dns" outbound, a first routing rule sending port 53 from the TPROXY inbound to it, and a
+"dns" section whose servers (xray.dns_servers) Xray queries through the proxy: its own queries
+carry the inbound tag DNS_TAG and a rule sends them to "proxy" ahead of the private-range rule.
+The dns outbound answers A/AAAA queries from that section; anything else it would forward itself,
+so it dials through the proxy too (sockopt.dialerProxy). With "router" the file is as before.
 """
 
 import json
@@ -18,6 +25,8 @@ from . import XrayError
 
 TPROXY_TAG = "tproxy-in"
 SOCKS_TAG = "socks-in"
+DNS_TAG = "dns-query"  # Xray's own DNS queries (the dns section), routed through the proxy
+DNS_OUT = "dns-out"
 OUTBOUND_PROTOCOLS = ("vless", "vmess", "trojan", "shadowsocks", "hysteria")
 OUTBOUND_KEYS = ("protocol", "settings", "streamSettings", "mux")
 # Keys written first wherever they occur in the server's outbound (the rest sorted), so the file
@@ -60,11 +69,15 @@ def config(cfg, server, error_log):
     """The router's Xray config for one server as plain data (render gives the file's bytes)."""
     side = cfg.xray.side
     tproxy_port, socks_port = ports(cfg)
-    rules = [{"type": "field", "ip": list(PRIVATE), "outboundTag": "direct"}]
+    rules = []
+    if cfg.xray.dns == "xray":
+        rules += [{"type": "field", "inboundTag": [TPROXY_TAG], "port": "53", "outboundTag": DNS_OUT},
+                  {"type": "field", "inboundTag": [DNS_TAG], "outboundTag": "proxy"}]
+    rules.append({"type": "field", "ip": list(PRIVATE), "outboundTag": "direct"})
     if side.bittorrent in ("block", "direct"):
         rules.append({"type": "field", "protocol": ["bittorrent"], "outboundTag": side.bittorrent})
     rules.append({"type": "field", "inboundTag": [TPROXY_TAG, SOCKS_TAG], "outboundTag": "proxy"})
-    return {
+    doc = {
         "log": {"loglevel": "warning", "access": "none", "error": error_log},
         "inbounds": [
             {
@@ -86,6 +99,11 @@ def config(cfg, server, error_log):
         ],
         "routing": {"domainStrategy": "AsIs", "rules": rules},
     }
+    if cfg.xray.dns == "xray":
+        doc["outbounds"].append({"tag": DNS_OUT, "protocol": "dns", "settings": {},
+                                 "streamSettings": {"sockopt": {"dialerProxy": "proxy"}}})
+        doc["dns"] = {"tag": DNS_TAG, "servers": list(cfg.xray.dns_servers), "queryStrategy": "UseIPv4"}
+    return doc
 
 
 def render(cfg, server, error_log):
