@@ -23,7 +23,7 @@ import pytest
 import xraylab
 from netns import Netns
 from vpn_director.xray import embedded
-from xrayproc import FarHost, XrayProcess, ss_key, wait_port, xray_command
+from xrayproc import FarHost, XrayProcess, ss_key, vpd_in, wait_port, xray_command
 
 pytestmark = [pytest.mark.kernel,
               pytest.mark.skipif(not embedded.available(), reason="the Xray-core package is not installed"),
@@ -105,12 +105,7 @@ def world(request, tmp_path_factory):
     w.ns, w.tmp, w.ss, w.tls, w.far, w.links = ns, tmp, ss, tls, far, links
     w.config = str(tmp / "vpn-director.json")
 
-    def vpd(*args, check=None, input=None):
-        p = ns.run([sys.executable, "-m", "vpn_director", "-c", w.config] + list(args), check=False, input=input)
-        if check is not None:
-            assert p.returncode == check, "exit %d\n%s\n%s" % (p.returncode, p.stdout, p.stderr)
-        return p
-    w.vpd = vpd
+    w.vpd = vpd = vpd_in(ns, w.config)
     out = vpd("xray", "import", "-", input="\n".join(links) + "\n", check=0).stdout
     assert "stored 10" in out, out
     return w

@@ -12,7 +12,7 @@ import pytest
 
 from netns import Netns
 from vpn_director.xray import embedded
-from xrayproc import FarHost, ss_key, ss_server, xray_command
+from xrayproc import FarHost, ss_key, ss_server, vpd_in, xray_command
 
 pytestmark = [pytest.mark.kernel,
               pytest.mark.skipif(not embedded.available(), reason="the Xray-core package is not installed")]
@@ -51,13 +51,7 @@ def world(request, tmp_path_factory):
     w = World()
     w.ns, w.far, w.server, w.links, w.config, w.tmp = ns, far, server, links, str(path), tmp
 
-    def vpd(*args, check=None, input=None):
-        import sys
-        p = ns.run([sys.executable, "-m", "vpn_director", "-c", w.config] + list(args), check=False, input=input)
-        if check is not None:
-            assert p.returncode == check, "exit %d\n%s\n%s" % (p.returncode, p.stdout, p.stderr)
-        return p
-    w.vpd = vpd
+    w.vpd = vpd_in(ns, w.config)
     request.addfinalizer(lambda: kill_in(ns))  # the Xray that vpn-director started (managed)
     return w
 

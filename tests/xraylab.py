@@ -53,7 +53,8 @@ import time
 import urllib.parse
 import uuid
 
-from vpn_director.xray.socks import SocksError, recv_exact
+from vpn_director.xray.probeproc import exited
+from vpn_director.xray.socks import recv_exact
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.abspath(__file__)
@@ -124,16 +125,6 @@ def _spawn(ns, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
                             stdin=subprocess.DEVNULL, env=env(), start_new_session=True)
 
 
-def _exited(proc):
-    """Whether `proc` has exited, without reaping it (its pid stays its group's id until _stop)."""
-    if proc.returncode is not None:
-        return True
-    try:
-        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
-
-
 def _stop(proc, timeout=5):
     """End the process group `proc` leads: SIGTERM, then SIGKILL to all that is left once the
     leader has exited or after `timeout`. The leader is reaped last, so its pid (the group's id)
@@ -146,7 +137,7 @@ def _stop(proc, timeout=5):
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not _exited(proc):
+        while time.monotonic() < deadline and not exited(proc):
             time.sleep(0.02)
         try:  # the rest of the group (the embedded Xray's child) must not outlive it
             os.killpg(proc.pid, signal.SIGKILL)
@@ -282,7 +273,7 @@ class _Xray:
         deadline = time.monotonic() + timeout
         want = set(self.listening())
         while True:
-            if self.proc is None or _exited(self.proc):
+            if self.proc is None or exited(self.proc):
                 raise LabSetupError("Xray in %s is not running: %s" % (self.ns, self._tail()))
             bound = set()
             for proto, flag in (("tcp", "-Hltn"), ("udp", "-Hlun")):
@@ -315,7 +306,7 @@ class _Xray:
         self.proc = None
 
     def running(self):
-        return self.proc is not None and not _exited(self.proc)
+        return self.proc is not None and not exited(self.proc)
 
     def _lines(self, path):
         try:
@@ -633,26 +624,19 @@ def probe(ns, probes, timeout=5.0):
 
 def _socks_handshake(sock, cmd, host, port):
     sock.sendall(b"\x05\x01\x00")
-    if _recvn_(sock, 2) != b"\x05\x00":
+    if recv_exact(sock, 2, OSError) != b"\x05\x00":
         raise OSError("socks: no-auth refused")
     sock.sendall(b"\x05" + bytes([cmd]) + b"\x00\x01" + socket.inet_aton(host) + struct.pack(">H", port))
-    head = _recvn_(sock, 4)
+    head = recv_exact(sock, 4, OSError)
     if head[1] != 0:
         raise OSError("socks: reply %d" % head[1])
     if head[3] == 1:
-        addr = socket.inet_ntoa(_recvn_(sock, 4))
+        addr = socket.inet_ntoa(recv_exact(sock, 4, OSError))
     elif head[3] == 4:
-        addr = socket.inet_ntop(socket.AF_INET6, _recvn_(sock, 16))
+        addr = socket.inet_ntop(socket.AF_INET6, recv_exact(sock, 16, OSError))
     else:
-        addr = _recvn_(sock, _recvn_(sock, 1)[0]).decode()
-    return addr, struct.unpack(">H", _recvn_(sock, 2))[0]
-
-
-def _recvn_(sock, n):
-    try:
-        return recv_exact(sock, n)
-    except SocksError as e:
-        raise OSError(str(e))
+        addr = recv_exact(sock, recv_exact(sock, 1, OSError)[0], OSError).decode()
+    return addr, struct.unpack(">H", recv_exact(sock, 2, OSError))[0]
 
 
 def _http_complete(data):

@@ -125,3 +125,13 @@ class FarHost:
             self.proc.kill()
             self.proc.wait()
 
+
+
+def vpd_in(ns, config):
+    """`vpn-director -c CONFIG ARGS...` inside namespace ns: vpd(*args, check=N, input=TEXT)."""
+    def vpd(*args, check=None, input=None):
+        p = ns.run([sys.executable, "-m", "vpn_director", "-c", config] + list(args), check=False, input=input)
+        if check is not None:
+            assert p.returncode == check, "exit %d\n%s\n%s" % (p.returncode, p.stdout, p.stderr)
+        return p
+    return vpd

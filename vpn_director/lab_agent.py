@@ -22,6 +22,8 @@ import sys
 import threading
 import time
 
+from .xray.socks import recv_exact
+
 IP_TRANSPARENT = 19
 IP_RECVORIGDSTADDR = 20  # also the cmsg type IP_ORIGDSTADDR
 IP_PKTINFO = 8
@@ -51,7 +53,7 @@ def _tcp_reply(conn, name, dns=None):
     try:
         if dns and conn.getsockname()[1] == 53:  # a DNS query TPROXY'd to us: answered as DNS
             conn.settimeout(2)
-            query = _recv_exact(conn, struct.unpack("!H", _recv_exact(conn, 2))[0])
+            query = recv_exact(conn, struct.unpack("!H", recv_exact(conn, 2, OSError))[0], OSError)
             reply = dns_answer(query, dns)
             conn.sendall(struct.pack("!H", len(reply)) + reply)
             return
@@ -291,8 +293,8 @@ def dns_serve(name, log, answer, forward=None, bind="0.0.0.0"):
     def tcp_one(conn, peer):
         try:
             conn.settimeout(5)
-            n = struct.unpack("!H", _recv_exact(conn, 2))[0]
-            reply = respond(_recv_exact(conn, n), "tcp", peer[0])
+            n = struct.unpack("!H", recv_exact(conn, 2, OSError))[0]
+            reply = respond(recv_exact(conn, n, OSError), "tcp", peer[0])
             conn.sendall(struct.pack("!H", len(reply)) + reply)
         except (OSError, ValueError, IndexError, struct.error):
             pass
@@ -304,16 +306,6 @@ def dns_serve(name, log, answer, forward=None, bind="0.0.0.0"):
     while True:
         conn, peer = tcp.accept()
         threading.Thread(target=tcp_one, args=(conn, peer), daemon=True).start()
-
-
-def _recv_exact(conn, n):
-    data = b""
-    while len(data) < n:
-        chunk = conn.recv(n - len(data))
-        if not chunk:
-            raise OSError("connection closed")
-        data += chunk
-    return data
 
 
 def dns_probe(server, qname, proto="udp", timeout=1.0, sport=0):
@@ -333,7 +325,7 @@ def dns_probe(server, qname, proto="udp", timeout=1.0, sport=0):
             s.connect((server, 53))
             if proto == "tcp":
                 s.sendall(struct.pack("!H", len(query)) + query)
-                msg = _recv_exact(s, struct.unpack("!H", _recv_exact(s, 2))[0])
+                msg = recv_exact(s, struct.unpack("!H", recv_exact(s, 2, OSError))[0], OSError)
             else:
                 s.send(query)
                 msg = s.recv(4096)

@@ -93,7 +93,7 @@ def _short(words, limit=120):
 
 def verdicts(tried, log_path, grace=GRACE, read=None):
     """{N: {"ok", "latency_ms", "reason"}} from _probe_all's {N: (status, ms, error)}."""
-    read = read or (lambda: _read(log_path))
+    read = read or (lambda: read_text(log_path))
     closed = {n for n, (_, _, err) in tried.items() if err is not None and not isinstance(err, socks.SocksTimeout)}
     deadline = time.monotonic() + grace
     while True:
@@ -120,9 +120,10 @@ def verdicts(tried, log_path, grace=GRACE, read=None):
     return out
 
 
-def _read(path):
+def read_text(path, limit=8 << 20):
+    """The first `limit` bytes of a log as text ("" if it cannot be read)."""
     try:
         with open(path, "rb") as f:
-            return f.read(8 << 20).decode(errors="replace")
+            return f.read(limit).decode(errors="replace")
     except OSError:
         return ""

@@ -16,7 +16,7 @@ import subprocess
 import time
 
 from .. import state
-from . import XrayError, service, socks, switch
+from . import XrayError, probelog, service, socks, switch
 
 BINARY = "vpd-xray-probe"
 PORTS = (20800, 29999)  # where the inbounds go: below the kernel's ephemeral range
@@ -177,7 +177,7 @@ class Prober:
         """Xray's last error line in its log or its output ("" if none)."""
         why = switch.log_tail(self.log, 0)
         if not why:
-            lines = _read_text(os.path.join(self.dir, "prober.out")).strip().splitlines()
+            lines = probelog.read_text(os.path.join(self.dir, "prober.out"), 1 << 16).strip().splitlines()
             why = lines[-1] if lines else ""
         return why
 
@@ -241,14 +241,6 @@ def exited(proc):
 
 def _says(why):
     return ": %s" % why if why else ""
-
-
-def _read_text(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read(1 << 16).decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def remove(path):

@@ -24,12 +24,14 @@ class SocksTimeout(SocksError):
     """No answer within the timeout (the prober tells a timeout from a closed connection)."""
 
 
-def recv_exact(sock, n):
+def recv_exact(sock, n, error=SocksError):
+    """Exactly n bytes from sock; `error` (SocksError here; OSError for the lab's own probes)
+    when the peer closes first."""
     data = b""
     while len(data) < n:
         chunk = sock.recv(n - len(data))
         if not chunk:
-            raise SocksError("connection closed by the proxy")
+            raise error("connection closed by the peer")
         data += chunk
     return data
 
