@@ -23,6 +23,8 @@ MERLIN_FILES = {
     "jffs/scripts/nat-start": 0o755,
     "jffs/scripts/wan-event": 0o755,
     "jffs/scripts/openvpn-event": 0o755,
+    "jffs/scripts/wgclient-start": 0o755,
+    "jffs/scripts/wgclient-stop": 0o755,
 }
 SYSTEMD_FILES = {
     "usr/local/lib/vpn-director/vpn-director.pyz": 0o644,
@@ -37,7 +39,7 @@ SYSTEMD_FILES = {
     "etc/systemd/system/vpn-director-subs.service": 0o644,
     "etc/systemd/system/vpn-director-subs.timer": 0o644,
 }
-HOOKS = ("firewall-start", "nat-start", "wan-event", "openvpn-event")
+HOOKS = ("firewall-start", "nat-start", "wan-event", "openvpn-event", "wgclient-start", "wgclient-stop")
 
 
 def tree(root):
@@ -330,6 +332,8 @@ needs_bind = pytest.mark.skipif(not rootfs.can_bind_opt(), reason="needs root, /
     ("openvpn-event", ["tun11"], {"script_type": "up"}, True),
     ("openvpn-event", ["tun11"], {"script_type": "down"}, True),
     ("openvpn-event", ["tun11"], {"script_type": "ipchange"}, False),
+    ("wgclient-start", ["1"], {}, True),
+    ("wgclient-stop", ["1"], {}, True),
 ])
 def test_hook_starts_the_watchdog_on_its_events_only(tmp_path, hook, args, env, runs):
     rootfs.install(tmp_path)

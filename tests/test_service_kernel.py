@@ -23,6 +23,7 @@ EVENTS = {  # hook -> (arguments, environment) as the firmware passes them
     "nat-start": ([], {}),
     "wan-event": (["0", "connected"], {}),
     "openvpn-event": (["tun11"], {"script_type": "route-up"}),
+    "wgclient-start": (["1"], {}),
 }
 
 

@@ -60,7 +60,7 @@ def _merlin():
             "UPDATE_CRON": "17 4 * * * %s %s%s" % (launcher, UPDATE_ARGS, quiet),
             "SUBS_CRON": "23 * * * * %s %s%s" % (launcher, SUBS_ARGS, quiet)})},
         executables=(init,),
-        hooks=("firewall-start", "nat-start", "wan-event", "openvpn-event"))
+        hooks=("firewall-start", "nat-start", "wan-event", "openvpn-event", "wgclient-start", "wgclient-stop"))
 
 
 def _systemd():
@@ -97,6 +97,10 @@ HOOK_BODIES = {
     # OpenVPN passes the phase in $script_type; tunnel up/down moves the firmware's mark rules
     "openvpn-event": ['case "$script_type" in', "    up|route-up|down)",
                       "        if [ -x {prog} ]; then {run} fi ;;", "esac"],
+    # a WireGuard client ($1: its unit) up or down: the firmware re-inserts its own rules (its DNS
+    # redirection included) above ours
+    "wgclient-start": ["if [ -x {prog} ]; then", "    {run}", "fi"],
+    "wgclient-stop": ["if [ -x {prog} ]; then", "    {run}", "fi"],
 }
 
 
