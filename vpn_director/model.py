@@ -1,7 +1,7 @@
 """The desired state as plain data: what the kernel should hold, independent of how it gets there."""
 
 from dataclasses import dataclass, field, replace
-from typing import FrozenSet, List, Optional, Tuple
+from typing import Dict, FrozenSet, List, Optional, Pattern, Tuple
 
 XRAY = "xray"
 TUNNEL = "tunnel"
@@ -36,6 +36,34 @@ class JumpSpec:
     spec: str  # the PREROUTING rule as iptables-save prints it, without "-A PREROUTING"
     first: bool  # position 1; otherwise after the firmware's mark rules and after first-jumps
     component: str
+
+
+@dataclass
+class TableDesired:
+    """Our chains and jumps in one iptables table besides mangle (DNS nat/filter, the IPv6 block):
+    what tablestep plans."""
+
+    table: str  # "nat" or "filter"
+    parents: Tuple[str, ...]  # the built-in chains our jumps sit at the top of
+    names: Dict[str, str]  # component -> the fixed name of its chain in this table
+    ours: Pattern  # every rule our chains in this table hold matches it (reconcile.looks_like_ours)
+    chains: List[ChainSpec] = field(default_factory=list)
+    jumps: Dict[str, List[JumpSpec]] = field(default_factory=dict)  # parent -> jumps into ours
+    kernel_tool: str = ""  # steps.py's tool; "" = iptables for this table
+    title: str = ""  # the step's name; "" = "update <table> chains and jumps"
+    change_word: str = ""  # what change lines call the table; "" = its name
+    warn_word: str = ""  # what warnings call the table; "" = its name
+    # an apply also refreshes the live chains of components outside its scope (the IPv6 MACs: a
+    # device seen since they were applied is blocked now); their jumps and existence are not touched
+    refresh_outside: bool = False
+
+    @property
+    def tool(self):
+        return self.kernel_tool or "iptables-" + self.table  # steps.py runs it with iptables-restore
+
+    @property
+    def step_name(self):
+        return self.title or "update %s chains and jumps" % self.table
 
 
 # Rule actions other than a lookup, and the numbers `ip -N rule show` prints for them (RTN_*).
@@ -113,7 +141,7 @@ class DesiredState:
     rules: List[RuleSpec] = field(default_factory=list)
     routes: List[RouteSpec] = field(default_factory=list)
     ipv6: Optional[object] = None  # ipv6.block.V6Desired when advanced.ipv6.mode is block
-    dns: Optional[tuple] = None  # (nat, filter) dns.table.TableDesired
+    dns: Optional[tuple] = None  # (nat, filter) TableDesired
     tunnel_dns: Optional[dict] = None  # {tunnel: dns.servers.TunnelDns} the DNS objects were built from
 
     def scoped(self, scope):

@@ -6,7 +6,8 @@ goes. The record keeps, under "dns", the chains we own per table, so stop remove
 """
 
 from ..live import LiveState
-from . import RECORD_KEY, rules, servers, table
+from .. import tablestep
+from . import RECORD_KEY, rules, servers
 from .live import DnsLive, needed, read as read_tables
 
 
@@ -42,7 +43,7 @@ def extend(p, full, current, scope, record, stop=False):
         for td in _desired(full):
             if td.table not in seen.tables:
                 continue
-            step, owned, warnings = table.plan(td, seen.tables[td.table], scope, rec.get(td.table) or {}, stop)
+            step, owned, warnings = tablestep.plan(td, seen.tables[td.table], scope, rec.get(td.table) or {}, stop)
             p.warnings += warnings
             after[td.table] = owned
             intent.setdefault(td.table, {}).update(owned)

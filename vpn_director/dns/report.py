@@ -8,7 +8,8 @@ because no resolver is known for their tunnel.
 
 from .. import config as cfgmod
 from ..model import components
-from . import RECORD_KEY, rules, servers, table
+from .. import tablestep
+from . import RECORD_KEY, rules, servers
 
 WARNING = "warning"  # lint.WARN
 
@@ -31,8 +32,8 @@ def objects(full, current, scope, record):
         recorded = rec.get(td.table) or {}
         chains = [c for c in td.chains if c.component in comps]
         out += status.chain_objects(chains, live, table=td.table)
-        owned = table.owned_chains(td, live, scope, recorded, [])
-        ops, _ = table.jump_ops(td, live, scope, owned, recorded)
+        owned = tablestep.owned_chains(td, live, scope, recorded, [])
+        ops, _ = tablestep.jump_ops(td, live, scope, owned, recorded)
         for parent in td.parents:
             jumps = [j for j in td.jumps.get(parent, []) if j.component in comps]
             out += status.jump_objects(parent, jumps, live, ops, owned, lambda j, p=parent: "top of %s" % p,

@@ -21,30 +21,10 @@ back at once to plain DNS, which follows its route.
 """
 
 import re
-from dataclasses import dataclass, field
-from typing import Dict, List, Pattern, Tuple
 
 from .. import config as cfgmod
-from ..model import TUNNEL, XRAY, ChainSpec, JumpSpec
+from ..model import TUNNEL, XRAY, ChainSpec, JumpSpec, TableDesired
 from . import DNS_PORT, DOT_CHAINS, DOT_PORT, NAT_CHAINS
-
-@dataclass
-class TableDesired:
-    table: str  # "nat" or "filter"
-    parents: Tuple[str, ...]  # the built-in chains our jumps sit at the top of
-    names: Dict[str, str]  # component -> the fixed name of its chain in this table
-    ours: Pattern  # every rule our chains in this table hold matches it (reconcile.looks_like_ours)
-    chains: List[ChainSpec] = field(default_factory=list)
-    jumps: Dict[str, List[JumpSpec]] = field(default_factory=dict)  # parent -> jumps into ours
-
-    @property
-    def tool(self):
-        return "iptables-" + self.table  # steps.py runs it with iptables-restore
-
-    @property
-    def step_name(self):
-        return "update %s chains and jumps" % self.table
-
 
 REJECT = "-p tcp -j REJECT --reject-with tcp-reset"
 NAT_RULE_RE = re.compile(r"^ (?:-s \S+ )?(?:-m mark (?:! )?--mark 0x[0-9a-f]+/0x[0-9a-f]+ )?"

@@ -14,8 +14,9 @@ Neighbour discovery, router advertisements and the router's other services are n
 One `-m mac` rule per MAC, not an ipset `hash:mac` set: that set type is missing from some
 kernels ("set type not supported"), and the list is one rule per routed device.
 
-The plan is one `ip6tables-restore --noflush` commit with an exact undo document, built like the
-mangle step: chains declared and refilled, jumps at the top, stale chains deleted.
+The plan is one `ip6tables-restore --noflush` commit with an exact undo document, made by the
+table step every extra table shares (tablestep): chains declared and refilled, jumps at the top,
+stale chains deleted.
 """
 
 import re
@@ -23,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from .. import config as cfgmod
-from .. import reconcile, render
-from ..model import ChainSpec, JumpSpec, components
+from .. import tablestep
+from ..model import ChainSpec, JumpSpec, TableDesired
 from . import CHAINS
 from .macs import Protection, valid
 
@@ -66,32 +67,11 @@ def desired(cfg, protection):
     return out
 
 
-def owned_chains(live, scope, record6, warnings):
-    """{chain: component} of ours in scope: the fixed names, and the recorded ones while they
-    hold nothing but rules we write."""
-    comps = set(components(scope))
-    owned = {CHAINS[c]: c for c in comps}
-    for n, c in (record6.get("chains") or {}).items():
-        if c in comps and n not in owned:
-            if n in live.chains and not reconcile.looks_like_ours(live.chains[n], OUR_RULE_RE):
-                warnings.append("ip6tables chain %s is in the record but holds rules vpn-director does not "
-                                "write; left alone" % n)
-                continue
-            owned[n] = c
-    return owned
-
-
-def jump_ops(d6, live, scope, owned, record6, stop=False):
-    """(ops, undo) for FORWARD and INPUT: our jumps in scope at the top, unwanted ones out."""
-    comps = set(components(scope))
-    top = set(CHAINS.values()) | set(record6.get("chains") or {})
-    ops, undo = [], []
-    for parent in PARENTS:
-        jumps = [] if stop else [j for j in d6.jumps.get(parent, []) if j.component in comps]
-        o, u = reconcile.place_jumps(parent, live.chains.get(parent, []), jumps, owned, top=top)
-        ops += o
-        undo = u + undo  # undone in reverse: INPUT first, then FORWARD
-    return ops, undo
+def table(d6):
+    """The IPv6 filter objects as a table step (tablestep): ip6tables, the MACs of components
+    outside an apply's scope refreshed too."""
+    return TableDesired(TABLE, PARENTS, dict(CHAINS), OUR_RULE_RE, d6.chains, d6.jumps, kernel_tool="ip6tables",
+                        title=STEP, change_word="ip6", warn_word="ip6tables", refresh_outside=True)
 
 
 def plan(d6, live, scope, record6, stop=False):
@@ -101,31 +81,7 @@ def plan(d6, live, scope, record6, stop=False):
     device seen since they were applied is blocked now, not at their next apply. Their jumps and
     their existence are left to their own apply and stop.
     """
-    comps = set(components(scope))
-    warnings = []
-    owned = owned_chains(live, scope, record6, warnings)
-    wanted = [] if stop else [c for c in d6.chains if c.component in comps]
-    names = {c.name for c in wanted}
-    stale = sorted(n for n in owned if n not in names and n in live.chains)
-    refresh = [] if stop else [c for c in d6.chains if c.component not in comps and c.name in live.chains
-                               and reconcile.looks_like_ours(live.chains[c.name], OUR_RULE_RE)]
-    rebuild = [c for c in wanted + refresh if live.chains.get(c.name) != list(c.rules)]
-    ops, undo = jump_ops(d6, live, scope, owned, record6, stop)
-
-    after = {n: c for n, c in (record6.get("chains") or {}).items() if c not in comps and n in live.chains}
-    after.update({c.name: c.component for c in wanted})
-    step = None
-    if rebuild or ops or stale:
-        before = {c.name: live.chains.get(c.name) for c in rebuild}
-        before.update({n: live.chains[n] for n in stale})
-        step = reconcile.Step(STEP, "ip6tables",
-                              render.chain_doc([(c.name, c.rules) for c in rebuild], ops, stale, TABLE),
-                              reconcile.chain_undo(before, undo, TABLE))
-        step.changes += ["ip6 chain %s: %s (%d rules)" % (c.name, "rebuilt" if c.name in live.chains else "created",
-                                                           len(c.rules)) for c in rebuild]
-        step.changes += ["ip6 jump: %s" % op for op in ops]
-        step.changes += ["ip6 chain %s: removed" % n for n in stale]
-    return step, after, warnings
+    return tablestep.plan(table(d6), live, scope, record6.get("chains") or {}, stop)
 
 
 def empty() -> V6Desired:

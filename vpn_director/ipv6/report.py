@@ -7,6 +7,7 @@ no difference between the kernel and the config, so it does not change the exit 
 ends with a line saying how many there are.
 """
 
+from .. import tablestep
 from ..model import components
 from . import RECORD_KEY, block
 
@@ -33,8 +34,9 @@ def objects(full, current, scope, record):
         objs = status.chain_objects(chains, live, family="ipv6", table=block.TABLE)
         _name_rules(objs, d6)
         out += objs
-        owned = block.owned_chains(live, scope, rec6, [])
-        ops, _ = block.jump_ops(d6, live, scope, owned, rec6)
+        td, recorded = block.table(d6), rec6.get("chains") or {}
+        owned = tablestep.owned_chains(td, live, scope, recorded, [])
+        ops, _ = tablestep.jump_ops(td, live, scope, owned, recorded)
         for parent in block.PARENTS:
             jumps = [j for j in d6.jumps.get(parent, []) if j.component in comps]
             out += status.jump_objects(parent, jumps, live, ops, owned, lambda j: "top of %s" % parent,

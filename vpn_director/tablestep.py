@@ -1,11 +1,12 @@
-"""The plan for one iptables table other than mangle (nat, filter): our chains rebuilt, their
-jumps at the top of built-in chains, stale chains deleted, in one `iptables-restore --noflush`
-commit with an exact undo document. The same shape as the mangle step (reconcile.py) and the
-IPv6 step, over reconcile.place_jumps and reconcile.chain_undo. `td` is a rules.TableDesired.
+"""The plan for one iptables table besides mangle: our chains rebuilt, their jumps at the top of
+built-in chains, stale chains deleted, in one `*-restore --noflush` commit with an exact undo
+document. The DNS chains (iptables nat and filter) and the IPv6 block (ip6tables filter) both
+go through it; the mangle step (reconcile.py) has the same shape over the same helpers
+(reconcile.place_jumps, reconcile.chain_undo). `td` is a model.TableDesired.
 """
 
-from .. import reconcile, render
-from ..model import components
+from . import reconcile, render
+from .model import components
 
 
 def owned_chains(td, live, scope, recorded, warnings):
@@ -17,7 +18,7 @@ def owned_chains(td, live, scope, recorded, warnings):
         if c in comps and n not in owned:
             if n in live.chains and not reconcile.looks_like_ours(live.chains[n], td.ours):
                 warnings.append("%s chain %s is in the record but holds rules vpn-director does not write; "
-                                "left alone" % (td.table, n))
+                                "left alone" % (td.warn_word or td.table, n))
                 continue
             owned[n] = c
     return owned
@@ -37,14 +38,18 @@ def jump_ops(td, live, scope, owned, recorded, stop=False):
 
 
 def plan(td, live, scope, recorded, stop=False):
-    """(step or None, {chain: component} owned afterwards, warnings) for this table's `live` state."""
+    """(step or None, {chain: component} owned afterwards, warnings) for this table's `live` state;
+    `recorded` is {chain: component} from the record."""
     comps = set(components(scope))
     warnings = []
     owned = owned_chains(td, live, scope, recorded, warnings)
     wanted = [] if stop else [c for c in td.chains if c.component in comps]
     names = {c.name for c in wanted}
     stale = sorted(n for n in owned if n not in names and n in live.chains)
-    rebuild = [c for c in wanted if live.chains.get(c.name) != list(c.rules)]
+    refresh = [] if stop or not td.refresh_outside else [
+        c for c in td.chains if c.component not in comps and c.name in live.chains
+        and reconcile.looks_like_ours(live.chains[c.name], td.ours)]
+    rebuild = [c for c in wanted + refresh if live.chains.get(c.name) != list(c.rules)]
     ops, undo = jump_ops(td, live, scope, owned, recorded, stop)
     after = {n: c for n, c in recorded.items() if c not in comps and n in live.chains}
     after.update({c.name: c.component for c in wanted})
@@ -55,9 +60,9 @@ def plan(td, live, scope, recorded, stop=False):
         step = reconcile.Step(td.step_name, td.tool,
                               render.chain_doc([(c.name, c.rules) for c in rebuild], ops, stale, td.table),
                               reconcile.chain_undo(before, undo, td.table))
-        t = td.table
-        step.changes += ["%s chain %s: %s (%d rules)" % (t, c.name, "rebuilt" if c.name in live.chains else "created",
-                                                         len(c.rules)) for c in rebuild]
-        step.changes += ["%s jump: %s" % (t, op) for op in ops]
-        step.changes += ["%s chain %s: removed" % (t, n) for n in stale]
+        word = td.change_word or td.table
+        step.changes += ["%s chain %s: %s (%d rules)" % (word, c.name, "rebuilt" if c.name in live.chains
+                                                         else "created", len(c.rules)) for c in rebuild]
+        step.changes += ["%s jump: %s" % (word, op) for op in ops]
+        step.changes += ["%s chain %s: removed" % (word, n) for n in stale]
     return step, after, warnings
