@@ -59,15 +59,16 @@ def run(path, change, apply=True, make_tools=None, allow_invalid=False):
     path = config_path(path)
     where = placed(rawfile.read(path).raw, path)
     with state.locked(where.state_dir, where.lock_timeout):
-        return _locked(path, change, apply, make_tools or _tools, allow_invalid)
+        return _locked(path, change, apply, make_tools or tools_for, allow_invalid)
 
 
 def run_locked(path, change, apply=True, make_tools=None):
     """run() for a caller that already holds the run lock (an Xray switch records its server)."""
-    return _locked(config_path(path), change, apply, make_tools or _tools, False)
+    return _locked(config_path(path), change, apply, make_tools or tools_for, False)
 
 
-def _tools(cfg):
+def tools_for(cfg):
+    """The kernel tools for a config (its iptables backend, probes cached in its state_dir)."""
     return Tools(cfg.iptables, cache_dir=cfg.state_dir)
 
 

@@ -14,7 +14,6 @@ from .. import config, engine, state
 from ..errors import VpdError
 from ..ops import txn
 from ..ops.txn import Unchanged
-from ..tools import Tools
 from . import XrayError, service, store, subscription, switch
 
 ACTIVE_MISSING = "the active server is no longer in the store"
@@ -35,11 +34,7 @@ def _apply_store(cfg, before, make_tools):
         raise XrayError("applying the new server addresses failed: %s. The server list is back as it was" % e)
 
 
-def _tools(cfg):
-    return Tools(cfg.iptables, cache_dir=cfg.state_dir)
-
-
-def edit_store(cfg, mutate, make_tools=_tools):
+def edit_store(cfg, mutate, make_tools=txn.tools_for):
     """Run mutate(store) -> result under the lock; save and apply if the store changed."""
     with _lock(cfg):
         before = store.raw_bytes(cfg.data_dir)
@@ -69,7 +64,7 @@ def read_input(source, stdin=None):
         raise XrayError("cannot read %s: %s" % (source, e.strerror or e), exit_code=2)
 
 
-def import_text(cfg, text, make_tools=_tools, resolve=store.resolve):
+def import_text(cfg, text, make_tools=txn.tools_for, resolve=store.resolve):
     """Store every server in a link list / subscription body. Returns (counts, added, known)."""
     entries = subscription.parse_body(text.encode("utf-8") if isinstance(text, str) else text)
     servers = [e for e in entries if isinstance(e, dict)]
@@ -81,7 +76,7 @@ def import_text(cfg, text, make_tools=_tools, resolve=store.resolve):
     return counts, added, known
 
 
-def sub_update(cfg, sub, fetch=subscription.fetch, make_tools=_tools, resolve=store.resolve, now=time.time):
+def sub_update(cfg, sub, fetch=subscription.fetch, make_tools=txn.tools_for, resolve=store.resolve, now=time.time):
     """Refresh one subscription. A fetch that fails, or a body with no usable server, keeps the
     previous list (the error is remembered in the store and raised). Returns (counts, added, removed)."""
     source = store.sub_source(sub.id)
@@ -124,7 +119,7 @@ def due_subscriptions(cfg, subs=None, now=None, tried=None, retry_s=3600):
             and not 0 <= now - tried.get(s.id, -retry_s - 1) < retry_s]
 
 
-def sub_remove(cfg, sub_id, make_tools=_tools):
+def sub_remove(cfg, sub_id, make_tools=txn.tools_for):
     """Forget the subscription's servers (the config edit is the caller's)."""
     return edit_store(cfg, lambda st: st.remove_source(store.sub_source(sub_id)), make_tools)
 

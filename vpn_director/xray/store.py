@@ -16,7 +16,6 @@ refresh can never send a client's traffic for a proxy server into the proxy itse
 import ipaddress
 import json
 import os
-import time
 
 from .. import state
 from . import XrayError
@@ -195,7 +194,3 @@ def resolve(host, lookup=None):
     except (OSError, UnicodeError):
         return []
     return sorted({i[4][0] for i in infos}, key=lambda a: ipaddress.IPv4Address(a))
-
-
-def stamp():
-    return int(time.time())

@@ -23,7 +23,7 @@ import time
 
 from .. import config, engine, state, watchdog
 from ..errors import VpdError
-from ..tools import Tools
+from ..ops import txn
 from . import XrayError, actions, events, failover, health, store
 
 PID = "watchd.pid"
@@ -37,7 +37,7 @@ class Effects:
         self.tester = tester
 
     def tools(self, cfg):
-        return Tools(cfg.iptables, cache_dir=cfg.state_dir)
+        return txn.tools_for(cfg)
 
     def routing(self, cfg, out):
         """The routing watchdog check; a line to log when it repaired something."""
