@@ -4,6 +4,7 @@ import pytest
 
 import fakeproc
 from vpn_director import config, desired, lint
+from vpn_director.xray import store
 
 pytestmark = []
 
@@ -80,9 +81,14 @@ def test_paused_client_in_no_list(findings):
     assert (lint.WARN, "paused client 192.168.77.7/32 is in no list: pausing it changes nothing") in findings(raw)
 
 
-def test_xray_without_servers(findings):
-    out = findings({"xray": {"clients": ["192.168.50.10"], "exclude_sets": []}})
-    assert any("no xray.servers" in m for _, m in out)
+def test_xray_without_servers(findings, tmp_path):
+    raw = {"xray": {"clients": ["192.168.50.10"], "exclude_sets": []}}
+    assert any("no xray.servers" in m for _, m in findings(raw))
+    # servers imported into the store are bypassed like xray.servers: no warning then
+    st = store.Store({"servers": [{"id": "0123456789ab", "address": "203.0.113.5", "ips": ["203.0.113.5"],
+                                   "outbound": {"protocol": "shadowsocks"}}]})
+    store.save(str(tmp_path), st)
+    assert not any("no xray.servers" in m for _, m in findings(raw))
 
 
 class FakeLive:

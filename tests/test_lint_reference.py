@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from vpn_director import config, lint
 from vpn_director.lint import PRIVATE, WARN
+from vpn_director.xray import store
 
 
 def reference(cfg):
@@ -55,7 +56,7 @@ def reference(cfg):
                 if inside:
                     out.append((WARN, "%s entry %s can never matter: %s is always bypassed already"
                                 % (what, n, inside[0])))
-        if not cfg.xray.servers:
+        if not cfg.xray.servers and not store.addresses(cfg.data_dir):
             out.append((WARN, "Xray clients but no xray.servers: if the router itself is an Xray client, "
                               "the proxy's own traffic can loop"))
     return out

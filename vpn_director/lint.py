@@ -11,6 +11,7 @@ from bisect import bisect_left, bisect_right
 from . import config as cfgmod
 from . import owned
 from . import tools
+from .xray import store as xray_store
 from .desired import FIXED_RETURNS, XRAY_ROUTE_SHOWN
 from .ipv6 import report as v6report
 
@@ -52,7 +53,7 @@ def lint(cfg):
                 if inside:
                     out.append((WARN, "%s entry %s can never matter: %s is always bypassed already"
                                 % (what, n, inside[0])))
-        if not cfg.xray.servers:
+        if not cfg.xray.servers and not xray_store.addresses(cfg.data_dir):  # stored servers are bypassed too
             out.append((WARN, "Xray clients but no xray.servers: if the router itself is an Xray client, "
                               "the proxy's own traffic can loop"))
     return out
