@@ -35,15 +35,18 @@ def _apply_store(cfg, before, make_tools):
 
 
 def edit_store(cfg, mutate, make_tools=txn.tools_for):
-    """Run mutate(store) -> result under the lock; save and apply if the store changed."""
+    """Run mutate(store) -> result under the lock; save if the store changed, and apply if its
+    addresses did (a refresh's time or error alone changes nothing in the kernel)."""
     with _lock(cfg):
         before = store.raw_bytes(cfg.data_dir)
         st = store.load(cfg.data_dir)
+        addresses = st.addresses()
         result = mutate(st)
         data = st.dumps().encode("utf-8")
         if data != (before or store.Store().dumps().encode("utf-8")):
             store.save(cfg.data_dir, st)
-            _apply_store(cfg, before, make_tools)
+            if st.addresses() != addresses:
+                _apply_store(cfg, before, make_tools)
         return result
 
 

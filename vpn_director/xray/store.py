@@ -104,6 +104,17 @@ class Store:
         self.replace_source(source, mine + added, resolve)
         return len({s["id"] for s in added}), len(servers) - len(added)
 
+    def addresses(self):
+        """Every server's well-formed IPv4 addresses, sorted: what the Xray servers set gets."""
+        out = set()
+        for s in self.servers:
+            for a in s.get("ips") or []:
+                try:
+                    out.add(str(ipaddress.IPv4Address(a)))
+                except ValueError:
+                    continue
+        return sorted(out, key=lambda a: ipaddress.IPv4Address(a))
+
     def remove_source(self, source):
         n = len(self.from_source(source))
         self.servers = [s for s in self.servers if s.get("source") != source]
@@ -166,14 +177,7 @@ def addresses(data_dir, warn=lambda msg: None):
     except XrayError as e:
         warn(str(e))
         return []
-    out = set()
-    for s in st.servers:
-        for a in s.get("ips") or []:
-            try:
-                out.add(str(ipaddress.IPv4Address(a)))
-            except ValueError:
-                continue
-    return sorted(out, key=lambda a: ipaddress.IPv4Address(a))
+    return st.addresses()
 
 
 def resolve(host, lookup=None):
