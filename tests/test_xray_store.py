@@ -171,3 +171,27 @@ def test_process_only_xray_keys_do_not_apply():
     new = json.loads(json.dumps(base))
     new["xray"]["clients"].append("192.168.50.11")
     assert txn.scope_of(base, new) == "xray"
+
+
+def test_a_store_edit_whose_apply_fails_puts_the_store_back(tmp_path, build_cfg):
+    from vpn_director.errors import ToolError
+    from vpn_director.xray import actions
+    cfg = build_cfg({"xray": {"clients": ["192.168.50.10"], "exclude_sets": []},
+                     "advanced": {"state_dir": str(tmp_path / "state"), "lock_timeout": 5}})
+    st = store.Store()
+    st.add(store.MANUAL, [server(1)], no_dns)
+    store.save(cfg.data_dir, st)
+
+    def failing_tools(cfg):
+        raise ToolError("load sets", "simulated failure")
+    calls = []
+
+    def no_kernel(cfg):  # an edit that leaves the addresses as they are never reaches the kernel
+        calls.append(cfg)
+        raise AssertionError("applied")
+    actions.edit_store(cfg, lambda s: s.sources.update({"sub:x": {"error": "offline"}}), no_kernel)
+    assert calls == [] and store.load(cfg.data_dir).sources == {"sub:x": {"error": "offline"}}
+    before = store.raw_bytes(cfg.data_dir)
+    with pytest.raises(XrayError, match="server list is back as it was"):
+        actions.edit_store(cfg, lambda s: s.add(store.MANUAL, [server(2)], no_dns), failing_tools)
+    assert store.raw_bytes(cfg.data_dir) == before
