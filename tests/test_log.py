@@ -153,3 +153,14 @@ def test_log_file_from_the_config(tmp_path):
     assert p.returncode == 1
     assert "not found in PATH" in p.stderr
     assert "ERROR" in logfile.read_text() and "not found in PATH" in logfile.read_text()
+
+
+def test_tail_reads_the_rotated_file_first_and_only_files_of_ours(tmp_path):
+    path = str(tmp_path / "vpd.log")
+    assert log.tail(path) == [] and log.tail(None) == []
+    (tmp_path / "vpd.log.1").write_text("".join("2026-01-01 00:00:00,000 INFO [1] old %d\n" % i for i in range(5)))
+    (tmp_path / "vpd.log").write_text("".join("2026-01-01 00:00:00,000 INFO [1] new %d\n" % i for i in range(3)))
+    assert [line.split()[-2:] for line in log.tail(path, 4)] == [["old", "4"], ["new", "0"], ["new", "1"],
+                                                                  ["new", "2"]]
+    (tmp_path / "vpd.log").write_text("#!/bin/sh\nrm -rf /\n")  # a typo'd path: never shown
+    assert all("old" in line for line in log.tail(path, 10))

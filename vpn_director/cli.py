@@ -1,14 +1,12 @@
 """Command line: parse arguments, run one operation, turn every error into one line and an exit code."""
 
 import argparse
-import ipaddress
 import json
 import os
 import select
 import sys
 
-from . import __version__, config, engine, killswitch, lint, live, log, state, status, trace
-from .dns import pipeline as dnspipeline
+from . import __version__, config, engine, lint, log, reports, status
 from .dns import report as dnsreport
 from .errors import EXIT_DRIFT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, UsageError, VpdError
 from .ops import cli as ops_cli
@@ -318,49 +316,22 @@ def cmd_update(args, cfg, out):
 
 
 def cmd_status(args, cfg, out):
-    tools = _tools(cfg)
-    record = state.load_record(cfg.state_dir)
-    full, _ = engine.build(cfg, record, warn=out.warn)
-    current = engine.read(tools, cfg, record, counters=True, full=full)
-    rep = status.report(full, current, args.scope, record, data_dir=cfg.data_dir)
-    if args.scope in ("all", "tunnel"):
-        rep["tunnels"] = killswitch.tunnel_states(tools, cfg, full, current)
-    if args.scope != "ipset":
-        rep["dns"] = dnsreport.paths(cfg, full.tunnel_dns, args.scope)
-    warning = engine.bridge_warning() if cfg.xray.clients else None
-    if warning:
-        rep["warnings"] = [warning]
-    if args.scope in ("all", "xray") and config.xray_enabled(cfg):
-        from .xray import status as xray_status  # runs `xray version`
-        rep["xray"] = xray_status.version_line(cfg)
-        rep["xray_health"] = xray_status.health_line(cfg)
     shown = _names(cfg)
+    rep = reports.status_report(cfg, _tools(cfg), args.scope, warn=out.warn, names=shown if args.json else None)
     if args.json:
-        for r in (r for o in rep["objects"] for r in o.get("rules", [])):
-            name = shown.of_rule(r["rule"])
-            if name:
-                r["name"] = name
         print(json.dumps(rep, indent=1, ensure_ascii=False))
     else:
         out.info(shown.annotate_rules(status.format_text(rep)))
         if rep.get("xray"):
             out.info(rep["xray"])
             out.info(rep["xray_health"])
-        if warning:
+        for warning in rep.get("warnings", ()):
             out.warn(warning)
     return EXIT_OK if rep["ok"] else EXIT_DRIFT
 
 
-def _recorded(cfg):
-    """The record for commands that only read it (render, check, trace): none if unreadable."""
-    try:
-        return state.load_record(cfg.state_dir)
-    except VpdError:
-        return {}
-
-
 def cmd_render(args, cfg, out):
-    full, _ = engine.build(cfg, _recorded(cfg), warn=out.warn)
+    full, _ = engine.build(cfg, reports.recorded(cfg), warn=out.warn)
     batches = engine.render_batches(full)
     if args.out:
         if os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -384,7 +355,7 @@ def cmd_render(args, cfg, out):
 
 
 def cmd_check(args, cfg, out):
-    record = _recorded(cfg)
+    record = reports.recorded(cfg)
     full, _ = engine.build(cfg, record, dns=False)  # check never needs DNS: no server address is linted
     xc, tuns = config.effective(cfg)
     findings = lint.lint(cfg) + dnsreport.findings(cfg, full.tunnel_dns)
@@ -443,38 +414,21 @@ def cmd_lab(args, out):
 
 
 def cmd_trace(args, cfg, out):
-    for what in ("src", "dst"):
-        try:
-            ipaddress.IPv4Address(getattr(args, what))
-        except ValueError:
-            out.err("error: %s %r is not an IPv4 address" % (what.upper(), getattr(args, what)))
-            return EXIT_USAGE
-    if args.dport and args.proto == "icmp":
-        out.err("error: --dport needs --proto tcp or udp")
+    try:
+        reports.check_trace_args(args.src, args.dst, args.proto, args.dport)
+    except UsageError as e:
+        out.err("error: %s" % e)
         return EXIT_USAGE
-    full, _ = engine.build(cfg, _recorded(cfg), warn=out.warn)
-    local = [lint.interface_address(cfg.lan_interface)]  # DNS to the router: its LAN address
-    want = trace.trace(trace.from_desired(full, cfg, local), args.src, args.dst, args.proto, args.dport,
-                       cfg.lan_interface)
-    result, source = want.as_dict(), "desired state"
+    result = reports.trace_report(cfg, args.src, args.dst, args.proto, args.dport,
+                                  tools=_tools(cfg) if args.live else None, warn=out.warn)
     src_name = _names(cfg).get(args.src)
-    if args.live:
-        tools = _tools(cfg)
-        tunnel_tables = [t.table for t in cfg.tunnels if t.table not in (config.MAIN_TABLE, cfg.xray.route_table)]
-        current = live.read(tools, cfg.xray.route_table, extra_tables=tunnel_tables)  # empty table: down
-        current.dns = dnspipeline.read(tools, full, _recorded(cfg))
-        seen = trace.trace(trace.from_live(current, cfg, local), args.src, args.dst, args.proto, args.dport,
-                           cfg.lan_interface)
-        result, source = seen.as_dict(), "live kernel state"
-        result["desired"] = want.as_dict()
-        result["differs"] = trace.difference(want, seen)
-        result["kernel"] = _kernel_route(tools, cfg, args, seen.mark)
     if args.json:
         print(json.dumps(dict(result, src_name=src_name), indent=1, ensure_ascii=False))
         return EXIT_OK
     port = ":%d" % args.dport if args.dport else ""
     src = "%s (%s)" % (args.src, src_name) if src_name else args.src
-    out.info("%s → %s%s %s (%s)" % (src, args.dst, port, args.proto, source))
+    out.info("%s → %s%s %s (%s)" % (src, args.dst, port, args.proto,
+                                    "live kernel state" if args.live else "desired state"))
     for i, step in enumerate(result["steps"], start=1):
         out.info("  %d. %s" % (i, step))
     out.info("route: %s  table: %s  mark: %s" % (result["route"], result["table"], result["mark"]))
@@ -482,16 +436,6 @@ def cmd_trace(args, cfg, out):
         out.info("kernel: %s" % result["kernel"])
         out.info("desired state: %s" % (result["differs"] or "agrees"))
     return EXIT_OK
-
-
-def _kernel_route(tools, cfg, args, mark):
-    """The kernel's own answer (`ip route get`); every argument is a validated address or name."""
-    argv = ["ip", "-N", "route", "get", args.dst, "from", args.src, "iif", cfg.lan_interface, "mark", "%#x" % mark]
-    try:
-        return " ".join(tools.run("kernel route", argv).split())
-    except VpdError as e:
-        why = killswitch.refusal(e)  # an ip rule refused it (a kill-switch guard)
-        return "refused: %s" % why if why else "unavailable (%s)" % e
 
 
 COMMANDS = {"trace": cmd_trace, "apply": cmd_apply, "stop": cmd_stop, "restart": cmd_restart, "status": cmd_status,

@@ -125,3 +125,18 @@ def warning(msg):
 
 def error(msg):
     LOGGER.error(msg)
+
+
+def tail(path, lines=100, max_lines=2000):
+    """The last `lines` lines of our log file (`advanced.log.file`, its rotated `.1` first), for
+    the front ends' log views; [] when there is no file. Only a file of ours is read."""
+    lines = max(1, min(int(lines), max_lines))
+    found = []
+    for p in (path + ".1", path) if path else ():
+        if not os.path.exists(p) or not is_our_log(p):
+            continue
+        with open(p, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 256 * lines))  # long enough for `lines` ordinary lines
+            found += fh.read().decode("utf-8", "replace").splitlines()[-lines:]
+    return found[-lines:]

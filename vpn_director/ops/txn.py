@@ -25,7 +25,8 @@ from ..model import TUNNEL, XRAY
 from ..tools import Tools
 from . import OpsError, history, rawfile
 
-DISPLAY_ONLY = ("names",)  # top-level keys that never reach the kernel
+DISPLAY_ONLY = ("names", "webui", "telegram")  # top-level keys that never reach the kernel (names; the web UI's
+# and the bot's own settings)
 DISPLAY_ONLY_ADVANCED = ("leases_file",)
 # xray keys about the Xray process and its servers, not the kernel's tables (the server store's
 # addresses reach the kernel through the store, applied by the command that changed it)
