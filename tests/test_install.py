@@ -77,7 +77,8 @@ def test_merlin_files_and_modes(tmp_path, capsys):
     assert 'cru a vpn-director-subs "23 * * * * /opt/sbin/vpn-director xray sub update --due' in init
     assert "cru d vpn-director-subs" in init
     # the watch daemon: started in the background after apply, its PID recorded, stopped first
-    assert '"$PROG" watch </dev/null >/dev/null 2>&1 &' in init and "PIDFILE=/var/run/vpn-director-watchd.pid" in init
+    assert '"$PROG" "$d" </dev/null >/dev/null 2>&1 &' in init and "PIDDIR=/var/run" in init
+    assert 'DAEMONS="watch' in init
     assert 'grep -qF "/opt/vpn-director/vpn-director.pyz" "/proc/$pid/cmdline"' in init
     start, stop = init.split("    start)")[1].split(";;")[0], init.split("    stop)")[1].split(";;")[0]
     assert start.index("apply") < start.index("daemon_start") and stop.index("daemon_stop") < stop.index('"$PROG" stop')

@@ -18,7 +18,14 @@ from .errors import InstallError, UsageError
 from .state import write_atomic
 
 WATCH_ARGS = "apply --if-changed"  # the per-minute drift check; the watch daemon also runs it
-DAEMON_PID = "/var/run/vpn-director-watchd.pid"  # Merlin: the init script's record of the daemon
+PID_DIR = "/var/run"  # Merlin: where the init script records its daemons (vpn-director-NAMEd.pid)
+# The long-running commands the init script / systemd units start and stop: name -> (systemd
+# unit, what it does, seconds to wait for it at stop).
+DAEMONS = {
+    # SIGTERM ends it after the current round, so a switch in progress finishes first
+    "watch": ("vpn-director-watchd.service", "the watch daemon (Xray health checks and failover, routing "
+                                             "watchdog, subscriptions)", "120s"),
+}
 UPDATE_ARGS = "update"
 SUBS_ARGS = "xray sub update --due"  # each subscription at its own interval_h; hourly is the finest
 SHEBANG = "#!/bin/sh\n"
@@ -54,7 +61,7 @@ def _merlin():
         name="merlin", python="/opt/bin/python3", program="/opt/vpn-director/vpn-director.pyz",
         launcher=launcher, config="/opt/vpn-director/vpn-director.json",
         files={init: ("merlin-init.sh", {
-            "DAEMON_PID": DAEMON_PID,
+            "PID_DIR": PID_DIR, "DAEMONS": " ".join(DAEMONS),
             # cru: Merlin's cron front end; its table lives in /tmp, so the init script re-adds it at boot
             "WATCH_CRON": "* * * * * %s %s%s" % (launcher, WATCH_ARGS, quiet),
             "UPDATE_CRON": "17 4 * * * %s %s%s" % (launcher, UPDATE_ARGS, quiet),
@@ -72,8 +79,9 @@ def _systemd():
         "subs": ("refresh the Xray subscriptions that are due", SUBS_ARGS,
                  "OnCalendar=hourly\nRandomizedDelaySec=5min"),
     }
-    files = {units + "vpn-director.service": ("vpn-director.service", {}),
-             units + "vpn-director-watchd.service": ("watchd.service", {})}
+    files = {units + "vpn-director.service": ("vpn-director.service", {})}
+    for name, (unit, desc, stop_timeout) in DAEMONS.items():
+        files[units + unit] = ("daemon.service", {"DESCRIPTION": desc, "ARGS": name, "STOP_TIMEOUT": stop_timeout})
     for job, (desc, args, schedule) in jobs.items():
         files[units + "vpn-director-%s.service" % job] = ("job.service", {"DESCRIPTION": desc, "ARGS": args})
         files[units + "vpn-director-%s.timer" % job] = ("job.timer", {"DESCRIPTION": desc, "SCHEDULE": schedule})
@@ -81,8 +89,8 @@ def _systemd():
         name="systemd", python="/usr/bin/python3", program="/usr/local/lib/vpn-director/vpn-director.pyz",
         launcher="/usr/local/sbin/vpn-director", config="/etc/vpn-director/vpn-director.json", files=files,
         example_paths={"data_dir": "/var/lib/vpn-director", "state_dir": "/run/vpn-director"},
-        units=("vpn-director.service", "vpn-director-watchd.service", "vpn-director-watch.timer",
-               "vpn-director-update.timer", "vpn-director-subs.timer"))
+        units=("vpn-director.service",) + tuple(unit for unit, _, _ in DAEMONS.values())
+        + ("vpn-director-watch.timer", "vpn-director-update.timer", "vpn-director-subs.timer"))
 
 
 TARGETS = {"merlin": _merlin(), "systemd": _systemd()}

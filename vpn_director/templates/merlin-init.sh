@@ -5,7 +5,7 @@
 # the drift check and the due refreshes, serialised with cron's runs by the run lock);
 # stop: the daemon, the cron jobs out, then remove everything vpn-director owns.
 PROG=@LAUNCHER@
-PIDFILE=@DAEMON_PID@
+PIDDIR=@PID_DIR@
 
 cron_jobs() {
     command -v cru >/dev/null 2>&1 || return 0
@@ -20,35 +20,48 @@ cron_jobs() {
     fi
 }
 
-# The daemon's PID if it runs: the recorded process must still be our program's `watch`.
+# The daemons, each `$PROG NAME` with its PID in $PIDDIR/vpn-director-NAMEd.pid: watch (health
+# checks, failover, drift). One that is turned off in the config exits at once by itself.
+DAEMONS="@DAEMONS@"
+
+pidfile() {
+    echo "$PIDDIR/vpn-director-$1d.pid"
+}
+
+# A daemon's PID if it runs: the recorded process must still be our program's `NAME`.
 daemon_pid() {
-    [ -f "$PIDFILE" ] || return 0
-    pid=$(cat "$PIDFILE" 2>/dev/null)
+    f=$(pidfile "$1")
+    [ -f "$f" ] || return 0
+    pid=$(cat "$f" 2>/dev/null)
     case "$pid" in ''|*[!0-9]*) return 0 ;; esac
-    if grep -qF "@PROGRAM@" "/proc/$pid/cmdline" 2>/dev/null && grep -q watch "/proc/$pid/cmdline" 2>/dev/null; then
+    if grep -qF "@PROGRAM@" "/proc/$pid/cmdline" 2>/dev/null && grep -q "$1" "/proc/$pid/cmdline" 2>/dev/null; then
         echo "$pid"
     fi
 }
 
 daemon_start() {
-    [ -n "$(daemon_pid)" ] && return 0
-    # the launcher execs python, so $! is the daemon itself
-    "$PROG" watch </dev/null >/dev/null 2>&1 &
-    echo $! > "$PIDFILE"
+    for d in $DAEMONS; do
+        [ -n "$(daemon_pid "$d")" ] && continue
+        # the launcher execs python, so $! is the daemon itself
+        "$PROG" "$d" </dev/null >/dev/null 2>&1 &
+        echo $! > "$(pidfile "$d")"
+    done
 }
 
 daemon_stop() {
-    pid=$(daemon_pid)
-    rm -f "$PIDFILE"
-    [ -n "$pid" ] || return 0
-    kill "$pid" 2>/dev/null
-    # it ends after its current round, so a switch in progress finishes first
-    i=0
-    while [ $i -lt 120 ] && kill -0 "$pid" 2>/dev/null; do
-        sleep 1
-        i=$((i + 1))
+    for d in $DAEMONS; do
+        pid=$(daemon_pid "$d")
+        rm -f "$(pidfile "$d")"
+        [ -n "$pid" ] || continue
+        kill "$pid" 2>/dev/null
+        # the watch daemon ends after its current round, so a switch in progress finishes first
+        i=0
+        while [ $i -lt 120 ] && kill -0 "$pid" 2>/dev/null; do
+            sleep 1
+            i=$((i + 1))
+        done
+        kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
     done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
     return 0
 }
 
@@ -75,8 +88,10 @@ case "$1" in
         daemon_start
         ;;
     status)
-        pid=$(daemon_pid)
-        if [ -n "$pid" ]; then echo "watch daemon: running (PID $pid)"; else echo "watch daemon: not running"; fi
+        for d in $DAEMONS; do
+            pid=$(daemon_pid "$d")
+            if [ -n "$pid" ]; then echo "$d daemon: running (PID $pid)"; else echo "$d daemon: not running"; fi
+        done
         "$PROG" status
         ;;
     *)
