@@ -3,7 +3,8 @@
 import os
 import time
 
-from . import boot, config, desired, killswitch, live, owned, reconcile, servers, sets, state, steps, watchdog
+from . import (boot, config, desired, killswitch, live, owned, reconcile, servers, setcheck, sets, state, steps,
+               watchdog)
 from .errors import ToolError
 from .dns import pipeline as dnsmod
 from .ipv6 import pipeline as ipv6
@@ -89,11 +90,16 @@ def _stop_state(cfg):
     return desired.build(cfg, resolver=lambda name: [], country_loader=sets.no_country)
 
 
-def read(tools, cfg, record, counters=False, full=None):
+def read(tools, cfg, record, counters=False, full=None, cheap=False):
     """The live state, with the route tables an earlier config used. With the desired state
-    `full`, also the nat/filter tables its DNS objects (or the record's) live in."""
+    `full`, also the nat/filter tables its DNS objects (or the record's) live in. `cheap` (the
+    watchdog): the sets from their headers when the record vouches for them (setcheck)."""
     own = desired.ownership(cfg)
-    state = live.read(tools, cfg.xray.route_table, counters=counters, extra_tables=owned.route_tables(record, own))
+    sets_read = None
+    if cheap:
+        sets_read = lambda tools: setcheck.trusted_sets(full, record, setcheck.parse_headers(tools.ipset_headers()))  # noqa: E731
+    state = live.read(tools, cfg.xray.route_table, counters=counters, extra_tables=owned.route_tables(record, own),
+                      sets=sets_read)
     state.ipv6 = ipv6.read(tools, cfg, record, counters=counters)  # None when nothing IPv6 is ours
     state.dns = dnsmod.read(tools, full, record, counters=counters)  # None when no DNS table matters
     return state
@@ -102,7 +108,7 @@ def read(tools, cfg, record, counters=False, full=None):
 def _plan(full, current, scope, record, warn, stop=False):
     p = ipv6.extend(reconcile.plan(full, current, scope, record, stop=stop), full, current, scope, record, stop)
     p = dnsmod.extend(p, full, current, scope, record, stop)
-    for w in p.warnings:
+    for w in p.warnings if warn else ():
         warn(w)
     return p
 
@@ -115,15 +121,30 @@ def _run(cfg, tools, scope, stop, warn, only_if_changed=False):
         full, resolver = _stop_state(cfg), None
     else:
         full, resolver = build(cfg, record, scope, warn)
-    current = read(tools, cfg, record, full=full)
+    current = read(tools, cfg, record, full=full, cheap=only_if_changed)
+    if current.sets_trusted:
+        # the watchdog: a plan made with trusted sets is only a question; any change is planned
+        # again from the exact read
+        p = _plan(full, current, scope, record, None, stop=stop)
+        if not p.steps:
+            for w in p.warnings:
+                warn(w)
+            p.elapsed = time.monotonic() - started
+            return p
+        current = read(tools, cfg, record, full=full)
     if not stop:
         reconcile.check_external(full.scoped(scope), current)
     p = _plan(full, current, scope, record, warn, stop=stop)
+    loaded = None if stop else setcheck.loaded(full, full.scoped(scope).sets, record.get("loaded"))
     if only_if_changed and not p.steps:
+        if loaded != record.get("loaded"):  # vouch for the sets just read in full: the next check is cheap
+            state.save_record(cfg.state_dir, dict(record, loaded=loaded), record.get("hash", ""))
         p.elapsed = time.monotonic() - started
         return p
     extra = {"backend": tools.probe()[0]}
     extra["resolved"] = resolver.known(cfg.xray.servers) if resolver else record.get("resolved", {})
+    if loaded is not None:
+        extra["loaded"] = loaded
     with steps.Signals() as signals:
         if p.steps:  # written first: a run killed half-way leaves a record of all it may have created
             state.save_record(cfg.state_dir, dict(p.intent, **extra), record.get("hash", ""))

@@ -29,6 +29,7 @@ class LiveState:
     routes: Dict[int, List[str]] = field(default_factory=dict)
     ipv6: Optional[object] = None  # ipv6.live.V6Live when the IPv6 part was read
     dns: Optional[object] = None  # dns.live.DnsLive when the nat/filter tables were read
+    sets_trusted: bool = False  # sets from their headers, the desired members standing in (setcheck)
 
     @property
     def prerouting(self):
@@ -105,11 +106,16 @@ def parse_ip_read(text, state, table):
     state.routes[table] = routes
 
 
-def read(tools, route_table, counters=False, extra_tables=()):
-    """The live state as three read-only processes (one more per table an earlier config used)."""
+def read(tools, route_table, counters=False, extra_tables=(), sets=None):
+    """The live state as three read-only processes (one more per table an earlier config used).
+    `sets(tools)`: another way to the sets (the watchdog's headers); None from it: `ipset save`."""
     state = LiveState()
     parse_iptables_save(tools.iptables_save(counters=counters), state)
-    parse_ipset_save(tools.ipset_save(), state)
+    found = sets(tools) if sets else None
+    if found is None:
+        parse_ipset_save(tools.ipset_save(), state)
+    else:
+        state.sets, state.sets_trusted = found, True
     parse_ip_read(tools.ip_read(route_table), state, route_table)
     for table in extra_tables:
         state.routes[table] = [l.strip() for l in tools.route_read(table).splitlines() if l.strip()]

@@ -232,6 +232,10 @@ class Cidrs(AbstractSet):
     def __repr__(self):
         return "Cidrs(%d entries)" % len(self)
 
+    def packed(self):
+        """The sorted packed keys as bytes (what the watchdog's set digest hashes)."""
+        return self._keys.tobytes()
+
 
 def _has(keys, key):
     i = bisect_left(keys, key)

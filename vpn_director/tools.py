@@ -174,6 +174,10 @@ class Tools:
     def ipset_save(self):
         return self.run("read ipset", ["ipset", "save"])
 
+    def ipset_headers(self):
+        """Every set's type, header and entry count, without members (the watchdog's look)."""
+        return self.run("read ipset headers", ["ipset", "list", "-t"])
+
     def ip_read(self, table):
         """`ip rule show` and `ip route show table N`, in one process."""
         cmds = "rule show\nroute show table %d\n" % table
