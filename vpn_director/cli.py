@@ -228,7 +228,9 @@ def _write_stats():
     if path:
         with open(path, "w") as fh:
             json.dump({"calls": sum(t.calls for t in _TOOLS), "writes": sum(len(t.log) for t in _TOOLS),
-                       "steps": [argv[0] for t in _TOOLS for argv, _ in t.log]}, fh)
+                       "steps": [argv[0] for t in _TOOLS for argv, _ in t.log],
+                       "reads": [argv for t in _TOOLS for argv in t.reads],
+                       "first_call": min((t.first_call for t in _TOOLS if t.first_call), default=None)}, fh)
 
 
 def cmd_apply(args, cfg, out):

@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 from . import state
 from .errors import ToolError, VpdError
@@ -42,6 +43,8 @@ class Tools:
         self.backend_wanted = self.env.get("VPD_IPTABLES") or backend
         self.calls = 0  # external processes spawned (benchmarks read it)
         self.log = []  # (argv, input) of every write, for tests and --verbose
+        self.reads = []  # argv of every read-only call (the benchmark replays them as its read floor)
+        self.first_call = None  # wall time of the first process (the benchmark's time to first kernel call)
         self._probe = None
         self._probe6 = None
 
@@ -133,8 +136,12 @@ class Tools:
     def run(self, step, argv, input=None, write=False, ok_errors=()):
         exe = self._which(argv[0])
         self.calls += 1
+        if self.first_call is None:
+            self.first_call = time.time()
         if write:
             self.log.append((list(argv), input))
+        else:
+            self.reads.append(list(argv))
         try:
             # A writer runs in its own session: a Ctrl-C at the terminal reaches only us, so a
             # batch is never cut in half; the engine rolls back after the step instead.
