@@ -6,12 +6,13 @@ import os
 import select
 import sys
 
-from . import __version__, config, engine, lint, log, reports, status
-from .dns import report as dnsreport
+from . import __version__, config, engine, log
 from .errors import EXIT_DRIFT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, UsageError, VpdError
-from .ops import cli as ops_cli
-from .xray import cli as xray_cli
 from .tools import Tools
+
+# What only some commands need is imported in them (status, trace, check, render, lab, install,
+# and each area's commands): the watchdog runs `apply --if-changed` every minute and from every
+# firewall hook, and on a router CPU every module it loads costs several milliseconds.
 
 SCOPES = ("all", "tunnel", "xray")
 UNATTENDED = ("apply", "stop", "restart", "update", "install", "uninstall")  # logged to syslog
@@ -37,13 +38,31 @@ def _port(text):
     return int(text)
 
 
-def build_parser():
+# Each area registers its own commands (register(sub, common)); its module loads only when one of
+# them runs, or for --help and an unknown command, which list every command.
+AREAS = {"client": "ops", "exclude": "ops", "tunnel": "ops", "config": "ops", "xray": "xray", "watch": "xray"}
+
+
+def command_of(argv):
+    """The command word of an argument list: the first that is neither an option nor -c's value."""
+    args = iter(argv)
+    for a in args:
+        if a in ("-c", "--config"):
+            next(args, None)
+        elif not a.startswith("-"):
+            return a
+    return None
+
+
+def build_parser(command=None):
+    """The parser; with `command`, only that command's part (the watchdog runs every minute, and
+    building every command's parser costs more than its whole check)."""
     p = argparse.ArgumentParser(
-        prog="vpn-director",
+        prog="vpn-director", formatter_class=_formatter,
         description="Selective routing for Linux routers: Xray TPROXY and VPN tunnels from one JSON file.",
         epilog="Exit codes: 0 ok, 1 operation failed (previous state kept), 2 bad usage or invalid "
                "config (nothing touched), 3 status found differences.")
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, formatter_class=_formatter)
     for parser, default in ((p, None), (common, argparse.SUPPRESS)):
         # accepted before or after the command; the sub-parser copy must not reset the value
         parser.add_argument("-c", "--config", default=default, type=_path,
@@ -58,31 +77,84 @@ def build_parser():
     add = sub.add_parser
 
     def sub_add(name, **kw):
-        return add(name, parents=[common], **kw)
+        return add(name, parents=[common], formatter_class=_formatter, **kw)
     sub.add_parser = sub_add
+    if command in CORE:
+        CORE[command](sub, add)
+    elif command in AREAS:
+        _area(AREAS[command]).register(sub, common)
+    else:
+        for name in CORE_ORDER:
+            CORE[name](sub, add)
+        for area in dict.fromkeys(AREAS.values()):
+            _area(area).register(sub, common)
+        CORE["lab"](sub, add)
+    return p
 
-    a = sub.add_parser("apply", help="make the kernel match the config (changes only what differs)")
-    a.add_argument("scope", nargs="?", choices=SCOPES, default="all")
-    a.add_argument("--dry-run", action="store_true", help="print the changes and batches, touch nothing")
+
+def _formatter(prog):
+    """argparse's help formatter, told the width: left to itself it imports shutil (and with it
+    the bz2 and lzma libraries) for every parser just to measure the terminal."""
+    columns = os.environ.get("COLUMNS", "")
+    try:
+        width = int(columns) if columns.isdigit() else os.get_terminal_size(sys.__stdout__.fileno()).columns
+    except (OSError, AttributeError, ValueError):
+        width = 80
+    return argparse.HelpFormatter(prog, width=max(width, 40) - 2)
+
+
+def _area(name):
+    import importlib
+    return importlib.import_module("vpn_director.%s.cli" % name)
+
+
+def _scoped(sub, name, help, scopes=SCOPES, dry_run=True):
+    c = sub.add_parser(name, help=help)
+    c.add_argument("scope", nargs="?", choices=scopes, default="all")
+    if dry_run:
+        c.add_argument("--dry-run", action="store_true", help="print the changes and batches, touch nothing")
+    return c
+
+
+def _p_apply(sub, add):
+    a = _scoped(sub, "apply", "make the kernel match the config (changes only what differs)")
     a.add_argument("--if-changed", action="store_true",
                    help="drift watchdog (hooks, cron): re-apply only if something owned is missing or "
                         "different, only for what an explicit apply started, spaced by advanced.watchdog")
-    s = sub.add_parser("stop", help="remove everything vpn-director owns (jumps first)")
-    s.add_argument("scope", nargs="?", choices=SCOPES, default="all")
-    s.add_argument("--dry-run", action="store_true", help="print the changes and batches, touch nothing")
-    r = sub.add_parser("restart", help="stop, then apply")
-    r.add_argument("scope", nargs="?", choices=SCOPES, default="all")
-    st = sub.add_parser("status", help="compare the live kernel state with the config (exit 3 on difference)")
-    st.add_argument("scope", nargs="?", choices=SCOPES + ("ipset",), default="all")
+
+
+def _p_stop(sub, add):
+    _scoped(sub, "stop", "remove everything vpn-director owns (jumps first)")
+
+
+def _p_restart(sub, add):
+    _scoped(sub, "restart", "stop, then apply", dry_run=False)
+
+
+def _p_status(sub, add):
+    st = _scoped(sub, "status", "compare the live kernel state with the config (exit 3 on difference)",
+                 SCOPES + ("ipset",), dry_run=False)
     st.add_argument("--json", action="store_true", help="one JSON object")
+
+
+def _p_render(sub, add):
     rd = sub.add_parser("render", help="print the ipset / iptables-restore / ip batches; no kernel access")
     rd.add_argument("--out", metavar="DIR", type=_path,
                     help="write ipset.restore, iptables.mangle, ip.batch and ip6tables.filter into DIR")
+
+
+def _p_update(sub, add):
     up = sub.add_parser("update", help="refresh the country lists from ipsets.sources, then apply")
     up.add_argument("--force", action="store_true", help="accept a list with half or fewer of the cached entries")
+
+
+def _p_check(sub, add):
     ck = sub.add_parser("check", help="validate and lint the config and its data; no kernel access")
     ck.add_argument("--live", action="store_true",
                     help="also look for collisions with the firmware and other tools in the live state")
+
+
+def _p_trace(sub, add):
     tr = sub.add_parser("trace", help="where does a packet from SRC to DST go, and why (offline unless --live)")
     tr.add_argument("src", help="source IPv4 address (a LAN client)")
     tr.add_argument("dst", help="destination IPv4 address")
@@ -92,17 +164,21 @@ def build_parser():
     tr.add_argument("--live", action="store_true",
                     help="evaluate the kernel's current state instead, with its own routing verdict")
     tr.add_argument("--json", action="store_true", help="one JSON object")
-    for name, what in (("install", "put vpn-director on this router: program, init script or systemd "
-                                   "units, firmware hooks, example config (never overwritten)"),
-                       ("uninstall", "remove what install added (the config stays)")):
-        i = sub.add_parser(name, help=what)
-        i.add_argument("--target", choices=("merlin", "systemd"), default="merlin",
-                       help="Asuswrt-Merlin with Entware (default) or a systemd gateway")
-        i.add_argument("--root", metavar="DIR", default="/",
-                       help="write into this directory tree instead of / (tests, packaging)")
-    ops_cli.register(sub, common)  # client, exclude, tunnel, config
-    xray_cli.register(sub, common)  # xray import/sub/servers/use/render/status/restart
-    lab = add("lab", help="throw-away virtual router in network namespaces: apply a config, send real "
+
+
+def _p_install(sub, add, name="install"):
+    what = {"install": "put vpn-director on this router: program, init script or systemd units, firmware "
+                       "hooks, example config (never overwritten)",
+            "uninstall": "remove what install added (the config stays)"}[name]
+    i = sub.add_parser(name, help=what)
+    i.add_argument("--target", choices=("merlin", "systemd"), default="merlin",
+                   help="Asuswrt-Merlin with Entware (default) or a systemd gateway")
+    i.add_argument("--root", metavar="DIR", default="/",
+                   help="write into this directory tree instead of / (tests, packaging)")
+
+
+def _p_lab(sub, add):
+    lab = add("lab", formatter_class=_formatter, help="throw-away virtual router in network namespaces: apply a config, send real "
                           "TCP/UDP from every client, show expected vs observed paths (needs root)")
     lab.add_argument("action", nargs="?", choices=("run", "down"), default="run",
                      help="run (default) or down: remove a lab left by --keep")
@@ -111,11 +187,17 @@ def build_parser():
     lab.add_argument("--keep", action="store_true", help="leave the lab up for exploring")
     lab.add_argument("--backend", choices=("legacy", "nft"), help="iptables backend (default: auto)")
     lab.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
-    return p
+
+
+CORE = {"apply": _p_apply, "stop": _p_stop, "restart": _p_restart, "status": _p_status, "render": _p_render,
+        "update": _p_update, "check": _p_check, "trace": _p_trace, "install": _p_install,
+        "uninstall": lambda sub, add: _p_install(sub, add, "uninstall"), "lab": _p_lab}
+CORE_ORDER = ("apply", "stop", "restart", "status", "render", "update", "check", "trace", "install", "uninstall")
 
 
 def main(argv=None):
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_of(argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:
@@ -318,6 +400,7 @@ def cmd_update(args, cfg, out):
 
 
 def cmd_status(args, cfg, out):
+    from . import reports, status
     shown = _names(cfg)
     rep = reports.status_report(cfg, _tools(cfg), args.scope, warn=out.warn, names=shown if args.json else None)
     if args.json:
@@ -333,6 +416,7 @@ def cmd_status(args, cfg, out):
 
 
 def cmd_render(args, cfg, out):
+    from . import reports
     full, _ = engine.build(cfg, reports.recorded(cfg), warn=out.warn)
     batches = engine.render_batches(full)
     if args.out:
@@ -357,6 +441,8 @@ def cmd_render(args, cfg, out):
 
 
 def cmd_check(args, cfg, out):
+    from . import lint, reports
+    from .dns import report as dnsreport
     record = reports.recorded(cfg)
     full, _ = engine.build(cfg, record, dns=False)  # check never needs DNS: no server address is linted
     xc, tuns = config.effective(cfg)
@@ -416,6 +502,7 @@ def cmd_lab(args, out):
 
 
 def cmd_trace(args, cfg, out):
+    from . import reports
     try:
         reports.check_trace_args(args.src, args.dst, args.proto, args.dport)
     except UsageError as e:

@@ -1,12 +1,12 @@
 """Load and validate vpn-director.json into a typed model; every problem is reported with its JSON path."""
 
+from __future__ import annotations
+
 import ipaddress
 import json
 import os
 import re
-import urllib.parse
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from .record import Record, factory
 
 from . import tables
 from .xray import settings as xray_settings
@@ -51,12 +51,11 @@ MAIN_TABLE = tables.BUILTIN["main"]  # a tunnel into it sends its clients out by
 MERLIN_BAND = (10000, 12220)  # Asuswrt-Merlin's own VPN Director and kill-switch rule priorities
 
 
-@dataclass
-class Xray:
-    clients: List[ipaddress.IPv4Network]
-    servers: List[str]  # addresses/CIDRs or hostnames (resolved at apply)
-    exclude_ips: List[ipaddress.IPv4Network]
-    exclude_sets: List[str]
+class Xray(Record):
+    clients: list[ipaddress.IPv4Network]
+    servers: list[str]  # addresses/CIDRs or hostnames (resolved at apply)
+    exclude_ips: list[ipaddress.IPv4Network]
+    exclude_sets: list[str]
     tproxy_port: int
     route_table: int
     rule_pref: int
@@ -67,31 +66,29 @@ class Xray:
     servers_ipset: str
     other_protocols: str = "direct"  # protocols TPROXY cannot take (ICMP, GRE...): direct | drop
     dns: str = "router"  # router: the document's chain; xray: clients' port 53 is TPROXY'd to Xray
-    dns_servers: List[str] = field(default_factory=lambda: list(DEFAULT_XRAY_DNS_SERVERS))
+    dns_servers: list[str] = factory(lambda: list(DEFAULT_XRAY_DNS_SERVERS))
     side: object = None  # xray.settings.XraySide: servers, subscriptions, Xray's own process and files
 
 
-@dataclass
-class Tunnel:
+class Tunnel(Record):
     name: str  # as written in the file (table name)
     table: int
     slot: int  # 1-based position in the file
-    clients: List[ipaddress.IPv4Network]
-    exclude: List[str]
-    kill_switch: Optional[bool] = None  # per-tunnel override of advanced.kill_switch.enabled
+    clients: list[ipaddress.IPv4Network]
+    exclude: list[str]
+    kill_switch: bool | None = None  # per-tunnel override of advanced.kill_switch.enabled
     dns: object = "auto"  # "auto" (the firmware's tunnel DNS), "router", or [IPv4 address, ...]
 
 
-@dataclass
-class Config:
+class Config(Record):
     path: str
     data_dir: str
     state_dir: str
     lan_interface: str
     rt_tables: str
-    paused_clients: List[ipaddress.IPv4Network]
+    paused_clients: list[ipaddress.IPv4Network]
     xray: Xray
-    tunnels: List[Tunnel]
+    tunnels: list[Tunnel]
     td_chain: str
     td_pref_base: int
     td_mark_mask: int
@@ -100,23 +97,23 @@ class Config:
     boot_wait_delay: int
     iptables: str
     lock_timeout: int
-    ipset_sources: List[str]
-    warnings: List[str] = field(default_factory=list)
+    ipset_sources: list[str]
+    warnings: list[str] = factory(list)
     ipset_timeout: int = 30  # seconds per source (IPSET_TIMEOUT)
     ipset_max_bytes: int = 8 << 20  # IPSET_MAX_BYTES
     boot_interface_wait: int = 10  # seconds, at boot, for the LAN and tunnel interfaces
     log_syslog: bool = True
-    log_file: Optional[str] = None
+    log_file: str | None = None
     log_max_bytes: int = 256 << 10
     watchdog_min_interval: int = 10  # seconds between two re-applies by `apply --if-changed`
-    names: Dict[ipaddress.IPv4Network, str] = field(default_factory=dict)  # device names, shown with addresses
+    names: dict[ipaddress.IPv4Network, str] = factory(dict)  # device names, shown with addresses
     leases_file: str = DEFAULT_LEASES  # DHCP leases: more device names, and names/MACs for `client add`
-    file_id: Optional[Tuple[int, int, int]] = None  # the file as loaded: (inode, size, mtime in ns)
+    file_id: tuple[int, int, int] | None = None  # the file as loaded: (inode, size, mtime in ns)
     kill_switch: bool = True  # a guard rule per tunnel: its clients never fall through to main
     kill_action: str = "unreachable"
     guard_pref_base: int = 16640
     ipv6_mode: str = "block"  # block: routed clients' IPv6 is rejected by MAC; ignore: not touched
-    ipv6_macs: Dict[ipaddress.IPv4Address, str] = field(default_factory=dict)  # pinned MACs
+    ipv6_macs: dict[ipaddress.IPv4Address, str] = factory(dict)  # pinned MACs
     block_dot: bool = False  # advanced.dns.block_dot: routed clients' TCP/853 (DNS over TLS) is rejected
 
     def td_mark(self, slot):
@@ -535,6 +532,7 @@ def _cc_in_path_only(url):
     """{cc} is in the URL's path and nowhere else: a file:// URL ignores its query and fragment,
     so `file:///etc/shadow?{cc}` would read /etc/shadow for every country."""
     try:
+        import urllib.parse  # only configs that name their own list sources
         parts = urllib.parse.urlsplit(url)
     except ValueError:
         return False
@@ -756,7 +754,7 @@ def is_country(name):
     return bool(COUNTRY_RE.match(name))
 
 
-def effective(cfg) -> Tuple[List[ipaddress.IPv4Network], List[Tuple[Tunnel, List[ipaddress.IPv4Network]]]]:
+def effective(cfg) -> tuple[list[ipaddress.IPv4Network], list[tuple[Tunnel, list[ipaddress.IPv4Network]]]]:
     """Client lists with paused clients taken out (exact entries only)."""
     paused = set(cfg.paused_clients)
     xc = [n for n in _dedupe(cfg.xray.clients) if n not in paused]
@@ -773,7 +771,7 @@ def _dedupe(nets):
     return out
 
 
-def paused_inside(cfg, nets) -> List[ipaddress.IPv4Network]:
+def paused_inside(cfg, nets) -> list[ipaddress.IPv4Network]:
     """Paused clients that sit inside (but are not equal to) one of `nets`: they need an explicit hole.
 
     Each paused network's at most 32 wider networks are looked up in a set of `nets` rather than

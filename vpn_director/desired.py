@@ -1,7 +1,6 @@
 """Compile a validated config into the desired state, exactly as the packet-flow document lays it out."""
 
 import ipaddress
-import socket
 
 from . import config as cfgmod
 from . import killswitch, sets
@@ -28,6 +27,7 @@ FIXED_RETURNS = ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
 
 def resolve_host(name):
     """IPv4 addresses of a server hostname (A records only)."""
+    import socket  # only configs with server names resolve
     try:
         infos = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as e:

@@ -9,8 +9,6 @@ the firmware's rule band, so the firmware's rule clean-ups leave it alone.
 """
 
 import ipaddress
-import socket
-import struct
 
 from . import config as cfgmod
 from .errors import VpdError
@@ -52,7 +50,7 @@ def lan_subnets(lan, path="/proc/net/route"):
             continue
         if gw or flags & 0x2 or not mask:  # RTF_GATEWAY, or the default route
             continue
-        addr = socket.inet_ntoa(struct.pack("<I", dst))
+        addr = ipaddress.IPv4Address(int.from_bytes(dst.to_bytes(4, "little"), "big"))  # stored little-endian
         plen = bin(mask).count("1")
         net = ipaddress.IPv4Network("%s/%d" % (addr, plen), strict=False)
         if net not in out:

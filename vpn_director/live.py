@@ -1,9 +1,10 @@
 """Read the kernel's current state back: iptables-save, ipset save, ip rule / ip route output."""
 
+from __future__ import annotations
+
 import re
 from array import array
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from .record import Record, factory
 
 from . import sets
 from .model import rule_numeric
@@ -12,23 +13,21 @@ RULE_RE = re.compile(r"^(\d+):\s+(.*?)\s*$")
 COUNTED_RE = re.compile(r"^\[(\d+):(\d+)\]\s+(.*)$")
 
 
-@dataclass
-class LiveSet:
+class LiveSet(Record):
     name: str
     type: str
     header: str
     members: frozenset
 
 
-@dataclass
-class LiveState:
-    chains: Dict[str, List[str]] = field(default_factory=dict)  # mangle chain -> rule specs in order
-    counters: Dict[str, List[Tuple[int, int]]] = field(default_factory=dict)
-    sets: Dict[str, LiveSet] = field(default_factory=dict)
-    rules: List[Tuple[int, str]] = field(default_factory=list)  # (pref, text after "PREF:\t")
-    routes: Dict[int, List[str]] = field(default_factory=dict)
-    ipv6: Optional[object] = None  # ipv6.live.V6Live when the IPv6 part was read
-    dns: Optional[object] = None  # dns.live.DnsLive when the nat/filter tables were read
+class LiveState(Record):
+    chains: dict[str, list[str]] = factory(dict)  # mangle chain -> rule specs in order
+    counters: dict[str, list[tuple[int, int]]] = factory(dict)
+    sets: dict[str, LiveSet] = factory(dict)
+    rules: list[tuple[int, str]] = factory(list)  # (pref, text after "PREF:\t")
+    routes: dict[int, list[str]] = factory(dict)
+    ipv6: object | None = None  # ipv6.live.V6Live when the IPv6 part was read
+    dns: object | None = None  # dns.live.DnsLive when the nat/filter tables were read
     sets_trusted: bool = False  # sets from their headers, the desired members standing in (setcheck)
 
     @property

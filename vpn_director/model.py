@@ -1,7 +1,8 @@
 """The desired state as plain data: what the kernel should hold, independent of how it gets there."""
 
-from dataclasses import dataclass, field, replace
-from typing import Dict, FrozenSet, List, Optional, Pattern, Tuple
+from __future__ import annotations
+
+from .record import Record, factory, replace
 
 XRAY = "xray"
 TUNNEL = "tunnel"
@@ -14,41 +15,38 @@ def components(scope):
     return (XRAY, TUNNEL) if scope == "all" else (scope,)
 
 
-@dataclass(frozen=True)
-class SetSpec:
+class SetSpec(Record, frozen=True):
     name: str
-    members: FrozenSet[str]  # entries exactly as `ipset save` prints them ("1.2.3.4", "10.0.0.0/8 nomatch")
+    members: frozenset[str]  # entries exactly as `ipset save` prints them ("1.2.3.4", "10.0.0.0/8 nomatch")
     component: str
     country: bool = False
-    listed: Optional[int] = field(default=None, compare=False)  # country lists: entries before aggregation
+    listed: int | None = None  # country lists: entries before aggregation (not compared)
+    __nocompare__ = ("listed",)
 
 
-@dataclass(frozen=True)
-class ChainSpec:
+class ChainSpec(Record, frozen=True):
     name: str
-    rules: Tuple[str, ...]  # rule specs as iptables-save prints them, without "-A NAME"
+    rules: tuple[str, ...]  # rule specs as iptables-save prints them, without "-A NAME"
     component: str
 
 
-@dataclass(frozen=True)
-class JumpSpec:
+class JumpSpec(Record, frozen=True):
     target: str
     spec: str  # the PREROUTING rule as iptables-save prints it, without "-A PREROUTING"
     first: bool  # position 1; otherwise after the firmware's mark rules and after first-jumps
     component: str
 
 
-@dataclass
-class TableDesired:
+class TableDesired(Record):
     """Our chains and jumps in one iptables table besides mangle (DNS nat/filter, the IPv6 block):
     what tablestep plans."""
 
     table: str  # "nat" or "filter"
-    parents: Tuple[str, ...]  # the built-in chains our jumps sit at the top of
-    names: Dict[str, str]  # component -> the fixed name of its chain in this table
-    ours: Pattern  # every rule our chains in this table hold matches it (reconcile.looks_like_ours)
-    chains: List[ChainSpec] = field(default_factory=list)
-    jumps: Dict[str, List[JumpSpec]] = field(default_factory=dict)  # parent -> jumps into ours
+    parents: tuple[str, ...]  # the built-in chains our jumps sit at the top of
+    names: dict[str, str]  # component -> the fixed name of its chain in this table
+    ours: object  # a compiled pattern: every rule our chains in this table hold matches it (reconcile.looks_like_ours)
+    chains: list[ChainSpec] = factory(list)
+    jumps: dict[str, list[JumpSpec]] = factory(dict)  # parent -> jumps into ours
     kernel_tool: str = ""  # steps.py's tool; "" = iptables for this table
     title: str = ""  # the step's name; "" = "update <table> chains and jumps"
     change_word: str = ""  # what change lines call the table; "" = its name
@@ -71,14 +69,13 @@ RULE_ACTIONS = {"blackhole": 6, "unreachable": 7, "prohibit": 8}
 ACTION_NAMES = {str(n): a for a, n in RULE_ACTIONS.items()}
 
 
-@dataclass(frozen=True)
-class RuleSpec:
+class RuleSpec(Record, frozen=True):
     pref: int
     mark: int
     mask: int
     table: int  # 0 for an action rule
     component: str
-    action: Optional[str] = None  # a kill-switch guard: unreachable | prohibit | blackhole
+    action: str | None = None  # a kill-switch guard: unreachable | prohibit | blackhole
 
     @property
     def text(self):
@@ -100,16 +97,14 @@ def rule_numeric(text):
     return "%s %d" % (head, RULE_ACTIONS[last]) if last in RULE_ACTIONS else text
 
 
-@dataclass(frozen=True)
-class RouteSpec:
+class RouteSpec(Record, frozen=True):
     table: int
     add: str  # argument of `ip route replace ... table N`
     shown: str  # the line `ip -N route show table N` prints for it (numeric type and scope)
     component: str
 
 
-@dataclass(frozen=True)
-class Ownership:
+class Ownership(Record, frozen=True):
     """Which kernel objects belong to vpn-director under this config (live ones may be stale)."""
 
     lan: str
@@ -117,10 +112,10 @@ class Ownership:
     td_chain: str
     xray_pref: int
     xray_mask: int
-    td_prefs: Tuple[int, int]  # inclusive range
+    td_prefs: tuple[int, int]  # inclusive range
     td_mask: int
     route_table: int
-    xray_sets: Tuple[str, str]
+    xray_sets: tuple[str, str]
     guard_base: int = 16640  # kill-switch guards: guard_base + slot - 1
 
     def rule_component(self, pref, text):
@@ -131,18 +126,17 @@ class Ownership:
         return None
 
 
-@dataclass
-class DesiredState:
+class DesiredState(Record):
     ownership: Ownership
-    sets: List[SetSpec] = field(default_factory=list)
-    external_sets: List[str] = field(default_factory=list)
-    chains: List[ChainSpec] = field(default_factory=list)
-    jumps: List[JumpSpec] = field(default_factory=list)
-    rules: List[RuleSpec] = field(default_factory=list)
-    routes: List[RouteSpec] = field(default_factory=list)
-    ipv6: Optional[object] = None  # ipv6.block.V6Desired when advanced.ipv6.mode is block
-    dns: Optional[tuple] = None  # (nat, filter) TableDesired
-    tunnel_dns: Optional[dict] = None  # {tunnel: dns.servers.TunnelDns} the DNS objects were built from
+    sets: list[SetSpec] = factory(list)
+    external_sets: list[str] = factory(list)
+    chains: list[ChainSpec] = factory(list)
+    jumps: list[JumpSpec] = factory(list)
+    rules: list[RuleSpec] = factory(list)
+    routes: list[RouteSpec] = factory(list)
+    ipv6: object | None = None  # ipv6.block.V6Desired when advanced.ipv6.mode is block
+    dns: tuple | None = None  # (nat, filter) TableDesired
+    tunnel_dns: dict | None = None  # {tunnel: dns.servers.TunnelDns} the DNS objects were built from
 
     def scoped(self, scope):
         """The part of the state one component owns (country sets follow whoever uses them)."""

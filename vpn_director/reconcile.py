@@ -10,9 +10,10 @@ Ownership is by exact selector (owned.py): a live object is removed only if the 
 created it, and only if it still looks like something we create.
 """
 
+from __future__ import annotations
+
 import re
-from dataclasses import dataclass, field, replace
-from typing import List, Optional
+from .record import Record, factory, replace
 
 from . import owned, render
 from .errors import DataError
@@ -27,22 +28,20 @@ SETXMARK_RE = re.compile(r"--set-xmark (0x[0-9a-f]+)/")
 FWMARK_RE = re.compile(r"fwmark (0x[0-9a-f]+)/(0x[0-9a-f]+) lookup (\S+)")
 
 
-@dataclass
-class Step:
+class Step(Record):
     name: str
     tool: str  # "ipset", "ip", "iptables" (mangle), "iptables-nat", "iptables-filter" or "ip6tables"
     batch: str
-    undo: Optional[str] = None  # the batch that reverses the whole step
-    changes: List[str] = field(default_factory=list)
-    before: Optional[dict] = None  # set steps: {set name: LiveSet or None} to restore a partial run
+    undo: str | None = None  # the batch that reverses the whole step
+    changes: list[str] = factory(list)
+    before: dict | None = None  # set steps: {set name: LiveSet or None} to restore a partial run
 
 
-@dataclass
-class Plan:
-    steps: List[Step]
+class Plan(Record):
+    steps: list[Step]
     record: dict  # what we own after the plan: sets, chains, rules, routes
-    intent: dict = field(default_factory=dict)  # the record plus all this plan may create (saved first)
-    warnings: List[str] = field(default_factory=list)
+    intent: dict = factory(dict)  # the record plus all this plan may create (saved first)
+    warnings: list[str] = factory(list)
 
     @property
     def changes(self):

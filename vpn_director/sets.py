@@ -2,11 +2,12 @@
 
 import os
 import re
-import socket
 import struct
 import sys
 import zlib
 from array import array
+# socket's C half: socket.py itself builds its enums at import, a millisecond at every start
+from _socket import inet_aton
 from bisect import bisect_left
 from collections.abc import Set as AbstractSet
 
@@ -181,7 +182,7 @@ _UNPACK = struct.Struct("!I").unpack
 def pack_kernel(text):
     """pack_member for ipset's own output, which is always canonical: no validation needed."""
     addr, sep, plen = text.partition("/")
-    return (_UNPACK(socket.inet_aton(addr))[0] << 6) | (int(plen) if sep else 32)
+    return (_UNPACK(inet_aton(addr))[0] << 6) | (int(plen) if sep else 32)
 
 
 class Cidrs(AbstractSet):

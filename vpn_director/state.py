@@ -2,11 +2,9 @@
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import stat
-import tempfile
 import time
 from contextlib import contextmanager
 
@@ -85,6 +83,7 @@ def _holder(fd):
 def write_atomic(path, text, mode=0o600):
     d = os.path.dirname(path) or "."
     try:
+        import tempfile  # only runs that write load it
         fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
     except OSError as e:
         raise StateError("cannot write %s: %s" % (path, e.strerror or e))
@@ -160,6 +159,7 @@ def save_record(state_dir, record, digest):
 
 
 def digest(*texts):
+    import hashlib  # only runs that record what they built
     h = hashlib.sha256()
     for t in texts:
         h.update(t.encode())

@@ -1,6 +1,5 @@
 """Routing table names -> numbers, the way iproute2 reads rt_tables (and rt_tables.d/*.conf)."""
 
-import glob
 import os
 
 BUILTIN = {"main": 254, "local": 255, "default": 253, "unspec": 0}
@@ -9,7 +8,11 @@ BUILTIN = {"main": 254, "local": 255, "default": 253, "unspec": 0}
 def read_rt_tables(path):
     """Return {name: number} from `path` and `<dir>/rt_tables.d/*.conf`; missing files are fine."""
     names = dict(BUILTIN)
-    files = [path] + sorted(glob.glob(os.path.join(os.path.dirname(path), "rt_tables.d", "*.conf")))
+    d = os.path.join(os.path.dirname(path), "rt_tables.d")
+    try:  # what glob("rt_tables.d/*.conf") finds, without loading glob at every start
+        files = [path] + sorted(os.path.join(d, n) for n in os.listdir(d) if n.endswith(".conf") and n[0] != ".")
+    except OSError:
+        files = [path]
     for f in files:
         try:
             with open(f, encoding="utf-8", errors="replace") as fh:

@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 
@@ -29,6 +28,17 @@ LINE_PATTERNS = [
 ]
 
 
+def which(name, path=None):
+    """The executable `name` in PATH (shutil.which, whose module loads archive libraries at every start)."""
+    if os.sep in name:
+        return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
+    for d in (os.environ.get("PATH") or os.defpath if path is None else path).split(os.pathsep):
+        full = os.path.join(d or ".", name)
+        if os.path.isfile(full) and os.access(full, os.X_OK):
+            return full
+    return None
+
+
 def other_backend(backend):
     """The iptables backend not in use."""
     return "legacy" if backend == "nft" else "nft"
@@ -50,7 +60,7 @@ class Tools:
 
     # --- locating and probing -------------------------------------------------------------
     def _which(self, name):
-        path = shutil.which(name, path=self.env.get("PATH"))
+        path = which(name, self.env.get("PATH"))
         if not path:
             raise ToolError("preflight", "required tool %r not found in PATH" % name)
         return path
@@ -70,7 +80,7 @@ class Tools:
             raise ToolError("preflight", "unknown iptables backend %r (auto, legacy or nft)" % want)
         restore = None
         for name in candidates:
-            if shutil.which(name, path=self.env.get("PATH")):
+            if which(name, self.env.get("PATH")):
                 restore = name
                 break
         if restore is None:
@@ -94,7 +104,7 @@ class Tools:
             names = [restore.replace("iptables", "ip6tables", 1)]
             if names[0] == "ip6tables-restore":  # auto: prefer the name that says the backend
                 names.insert(0, "ip6tables-%s-restore" % backend)
-            found = next((n for n in names if shutil.which(n, path=self.env.get("PATH"))), None)
+            found = next((n for n in names if which(n, self.env.get("PATH"))), None)
             if found is None:
                 raise ToolError("preflight", "ip6tables not found (%s)" % " or ".join(names))
             if found == "ip6tables-restore" and ("nf_tables" in self._version(found, "probe6.json")) != (
@@ -166,7 +176,7 @@ class Tools:
         """`iptables-save -t mangle` of the backend we are not using, or None if it is not installed."""
         backend, _, _, _ = self.probe()
         other = "iptables-%s-save" % other_backend(backend)
-        if not shutil.which(other, path=self.env.get("PATH")):
+        if not which(other, self.env.get("PATH")):
             return None
         try:
             return self.run("read other iptables backend", [other, "-t", "mangle"])

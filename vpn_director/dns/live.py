@@ -1,18 +1,18 @@
 """Read the nat and filter tables back, only when something of ours is or should be there: a
 run with no tunnel resolver, no block_dot and no DNS chain in the record spawns no process."""
 
-from dataclasses import dataclass, field
-from typing import Dict, Optional
+from __future__ import annotations
+
+from ..record import Record, factory
 
 from .. import live
 from ..errors import ToolError
 from . import RECORD_KEY
 
 
-@dataclass
-class DnsLive:
-    tables: Dict[str, live.LiveState] = field(default_factory=dict)  # table -> its chains
-    problem: Optional[str] = None  # why a table could not be read, in one line
+class DnsLive(Record):
+    tables: dict[str, live.LiveState] = factory(dict)  # table -> its chains
+    problem: str | None = None  # why a table could not be read, in one line
 
 
 def needed(desired_tables, record):

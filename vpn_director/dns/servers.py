@@ -10,12 +10,14 @@ tunnel_director.tunnels.<t>.dns is
 Every address found is validated like a configured one before it can reach a command line.
 """
 
+from __future__ import annotations
+
 import os
 import re
-import shutil
 import subprocess
-from dataclasses import dataclass
-from typing import Optional, Tuple
+
+from ..record import Record
+from ..tools import which
 
 from .. import config as cfgmod
 
@@ -26,12 +28,11 @@ RESOLV_MAX = 64 << 10  # a client.resolv is a few lines
 CONFIG, ROUTER, UNKNOWN = "config", "router", "unknown"
 
 
-@dataclass(frozen=True)
-class TunnelDns:
+class TunnelDns(Record, frozen=True):
     tunnel: str
-    servers: Tuple[str, ...]  # validated IPv4 addresses; the first is the DNAT target
+    servers: tuple[str, ...]  # validated IPv4 addresses; the first is the DNAT target
     source: str  # "config", "router", "unknown", "nvram wgc1_dns" or the client.resolv path
-    problem: Optional[str] = None  # why "auto" found nothing usable, in a few words
+    problem: str | None = None  # why "auto" found nothing usable, in a few words
 
     @property
     def target(self):
@@ -42,7 +43,7 @@ def nvram_get(name, env=None):
     """`nvram get NAME`, or None where there is no nvram command (not Asuswrt) or it fails.
     NAME is built from a tunnel name that matched WGC_RE."""
     env = os.environ if env is None else env
-    exe = shutil.which("nvram", path=env.get("PATH"))
+    exe = which("nvram", env.get("PATH"))
     if exe is None:
         return None
     try:

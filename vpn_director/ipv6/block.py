@@ -19,9 +19,10 @@ table step every extra table shares (tablestep): chains declared and refilled, j
 stale chains deleted.
 """
 
+from __future__ import annotations
+
 import re
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from ..record import Record, factory
 
 from .. import config as cfgmod
 from .. import tablestep
@@ -37,11 +38,10 @@ OUR_RULE_RE = re.compile(r"^ -m mac --mac-source [0-9a-f]{2}(:[0-9a-f]{2}){5} %s
 STEP = "update ip6tables filter chains and jumps"
 
 
-@dataclass
-class V6Desired:
-    chains: List[ChainSpec] = field(default_factory=list)
-    jumps: Dict[str, List[JumpSpec]] = field(default_factory=dict)  # parent chain -> jumps into ours
-    protection: Protection = field(default_factory=Protection)
+class V6Desired(Record):
+    chains: list[ChainSpec] = factory(list)
+    jumps: dict[str, list[JumpSpec]] = factory(dict)  # parent chain -> jumps into ours
+    protection: Protection = factory(Protection)
 
 
 def reject(mac):
@@ -88,6 +88,6 @@ def empty() -> V6Desired:
     return V6Desired(jumps={p: [] for p in PARENTS})
 
 
-def memory_of(d6: Optional[V6Desired], record6):
+def memory_of(d6: V6Desired | None, record6):
     """What to remember: this run's learnt MACs, or the record's when nothing was looked up."""
     return dict(d6.protection.memory) if d6 is not None else dict(record6.get("macs") or {})

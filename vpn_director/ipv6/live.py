@@ -1,9 +1,10 @@
 """Read the ip6tables filter table back, only when there is something to block or to remove:
 a run with nothing routed and no IPv6 chain in the record spawns no ip6tables process."""
 
+from __future__ import annotations
+
 import os
-from dataclasses import dataclass
-from typing import Optional
+from ..record import Record
 
 from .. import live
 from ..errors import ToolError
@@ -12,10 +13,9 @@ from . import RECORD_KEY, macs
 IF_INET6 = "/proc/net/if_inet6"  # missing when the kernel has no IPv6
 
 
-@dataclass
-class V6Live:
-    state: Optional[live.LiveState]  # the filter table; None when it could not be read
-    problem: Optional[str] = None  # why, in one line
+class V6Live(Record):
+    state: live.LiveState | None  # the filter table; None when it could not be read
+    problem: str | None = None  # why, in one line
 
 
 def needed(cfg, record):

@@ -13,9 +13,10 @@ each address the first source that knows it wins:
 A CIDR client covers every known address inside it.
 """
 
+from __future__ import annotations
+
 import ipaddress
-from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from ..record import Record, factory
 
 from .. import config as cfgmod
 from ..model import TUNNEL, XRAY
@@ -143,16 +144,15 @@ def any_routed(cfg):
     return bool(xc) or any(clients and t.table != MAIN_TABLE for t, clients in tunnels)
 
 
-@dataclass
-class Protection:
+class Protection(Record):
     """What blocking needs, per component, and what could not be covered."""
 
-    components: List[str] = field(default_factory=list)  # those with routed clients, Xray first
-    macs: Dict[str, Dict[str, List[Tuple[str, str]]]] = field(default_factory=dict)
+    components: list[str] = factory(list)  # those with routed clients, Xray first
+    macs: dict[str, dict[str, list[tuple[str, str]]]] = factory(dict)
     # component -> MAC -> [(address, source)] of the routed addresses seen with it
-    unprotected: List[Tuple[str, ipaddress.IPv4Network]] = field(default_factory=list)
+    unprotected: list[tuple[str, ipaddress.IPv4Network]] = factory(list)
     # (component, client entry): a routed host with no MAC known, a CIDR with none inside it
-    memory: Dict[str, str] = field(default_factory=dict)  # address -> MAC, kept in the record
+    memory: dict[str, str] = factory(dict)  # address -> MAC, kept in the record
 
 
 def protect(cfg, known_macs):

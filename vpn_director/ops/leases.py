@@ -9,16 +9,14 @@ skipped. A missing or unreadable file means no leases, never an error.
 import ipaddress
 import re
 import time
-from dataclasses import dataclass
-from typing import List
 
+from ..record import Record
 from . import OpsError
 
 MAC_RE = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$", re.I)
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(Record, frozen=True):
     ip: str
     mac: str  # lower case, colon-separated
     name: str  # "" when the device sent none
@@ -44,7 +42,7 @@ def parse(text, now=None):
     return out
 
 
-def read(path, now=None) -> List[Lease]:
+def read(path, now=None):
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             return parse(fh.read(), now)

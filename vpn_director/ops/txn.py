@@ -13,7 +13,6 @@ raises Unchanged when the wanted state already holds, and OpsError for bad input
 """
 
 import copy
-import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import List, Optional
 from .. import config, countries, engine, lint, state
 from ..errors import EXIT_FAILED, ConfigError, VpdError
 from ..model import TUNNEL, XRAY
+from ..record import replace
 from ..tools import Tools
 from . import OpsError, history, rawfile
 
@@ -198,7 +198,7 @@ def bridge(old, new):
     leaving = [n for n in old_x if n not in new_x and any(n.overlaps(t) for t in tunnelled)]
     if not leaving:
         return None
-    return dataclasses.replace(new, xray=dataclasses.replace(new.xray, clients=list(new.xray.clients) + leaving))
+    return replace(new, xray=replace(new.xray, clients=list(new.xray.clients) + leaving))
 
 
 def _apply(old, new, scope, make_tools):

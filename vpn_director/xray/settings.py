@@ -7,9 +7,10 @@ controlled and where its config lives depend on the platform; "auto" is resolved
 by the service module, not here, so validation reads no files.
 """
 
+from __future__ import annotations
+
 import re
-from dataclasses import dataclass, field
-from typing import List, Optional
+from ..record import Record, factory
 
 SUB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 SERVER_ID_RE = re.compile(r"^[0-9a-f]{12}$")
@@ -21,8 +22,7 @@ DEFAULT_HEALTH_URLS = ("http://www.gstatic.com/generate_204", "http://cp.cloudfl
 HTTP_URL_RE = re.compile(r"^http://[A-Za-z0-9.-]+(:\d+)?(/\S*)?$")  # what the SOCKS probe can fetch
 
 
-@dataclass
-class Subscription:
+class Subscription(Record):
     id: str
     url: str  # a secret: never printed or logged whole (subscription.redact)
     enabled: bool = True
@@ -30,19 +30,17 @@ class Subscription:
     user_agent: str = DEFAULT_UA
 
 
-@dataclass
-class Health:
+class Health(Record):
     """xray.health: the watch daemon's check of the active server through Xray's SOCKS inbound."""
     enabled: bool = True
     interval_s: int = 30
     timeout_s: int = 10
     fail_threshold: int = 3  # consecutive failures before the server counts as dead
-    urls: List[str] = field(default_factory=lambda: list(DEFAULT_HEALTH_URLS))  # success: HTTP 204
+    urls: list[str] = factory(lambda: list(DEFAULT_HEALTH_URLS))  # success: HTTP 204
     require_wan: bool = True  # a dead server needs a passing direct WAN check too
 
 
-@dataclass
-class Failover:
+class Failover(Record):
     """xray.failover: what the watch daemon does about a dead server."""
     enabled: bool = True
     max_switches_per_hour: int = 5
@@ -51,19 +49,18 @@ class Failover:
     on_all_down: str = "block"  # block: TPROXY stays (fail closed); direct: the Xray jump is removed
 
 
-@dataclass
-class XraySide:
-    subscriptions: List[Subscription] = field(default_factory=list)
-    active_server: Optional[str] = None  # a server id from the store
-    preferred_server: Optional[str] = None  # the one failover returns to
-    health: Health = field(default_factory=Health)
-    failover: Failover = field(default_factory=Failover)
+class XraySide(Record):
+    subscriptions: list[Subscription] = factory(list)
+    active_server: str | None = None  # a server id from the store
+    preferred_server: str | None = None  # the one failover returns to
+    health: Health = factory(Health)
+    failover: Failover = factory(Failover)
     bittorrent: str = "block"
     socks_port: int = 12346  # 127.0.0.1 only: the end-to-end probe and the bot use it
     binary: str = "xray"
     service: str = "auto"
-    config_path: Optional[str] = None  # None: the platform's (service.default_config_path)
-    error_log: Optional[str] = None  # None: <state_dir>/xray-error.log
+    config_path: str | None = None  # None: the platform's (service.default_config_path)
+    error_log: str | None = None  # None: <state_dir>/xray-error.log
     probe_url: str = "http://www.gstatic.com/generate_204"
     start_timeout: int = 15  # seconds for Xray to listen after a restart
 
