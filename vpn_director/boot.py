@@ -1,16 +1,16 @@
 """Right after boot: wait as configured, then give the LAN and the tunnels a bounded time to come up."""
 
 import os
-import re
 import time
 
 from . import config as cfgmod
 from . import state
+from .patterns import compiled
 
 SYS_NET = "/sys/class/net"
 IFF_UP = 0x1
 # Merlin's OpenVPN client N routes through table ovpncN but its interface is tun1N.
-OVPN_CLIENT_RE = re.compile(r"^ovpnc([1-9])$")
+OVPN_CLIENT_RE = compiled(r"^ovpnc([1-9])$")
 
 
 def tunnel_interfaces(name):

@@ -6,27 +6,28 @@ import ipaddress
 import json
 import os
 import re
-from .record import Record, factory
 
+from .record import Record, factory
 from . import tables
 from .xray import settings as xray_settings
 from .errors import ConfigError
 from .render import TMP_PREFIX
+from .patterns import compiled
 
 DEFAULT_PATH = "/opt/vpn-director/vpn-director.json"
 
 # ipset names: the kernel allows 31 bytes; we also keep them shell- and parser-safe. Names with
 # the prefix of apply's temporary swap sets are reserved (apply would collide with or destroy them).
-SET_NAME_RE = re.compile(r"^(?!%s)[A-Za-z0-9_.:-]{1,31}$" % re.escape(TMP_PREFIX))
+SET_NAME_RE = compiled(r"^(?!%s)[A-Za-z0-9_.:-]{1,31}$" % re.escape(TMP_PREFIX))
 # iptables chain names: 28 usable characters; iptables-nft refuses a leading '-'.
-CHAIN_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,27}$")
-IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,15}$")
-HOSTNAME_RE = re.compile(
+CHAIN_NAME_RE = compiled(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,27}$")
+IFNAME_RE = compiled(r"^[A-Za-z0-9_.@:-]{1,15}$")
+HOSTNAME_RE = compiled(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
-COUNTRY_RE = re.compile(r"^[A-Za-z]{2}$")
+COUNTRY_RE = compiled(r"^[A-Za-z]{2}$")
 # A number with a leading zero: ipaddress reads the prefix length in `192.168.1.9/08` as /8.
-LEADING_ZERO_RE = re.compile(r"(^|[./])0\d")
+LEADING_ZERO_RE = compiled(r"(^|[./])0\d")
 DEFAULT_LEASES = "/var/lib/misc/dnsmasq.leases"  # dnsmasq's default: Asuswrt-Merlin and Debian alike
 NAME_MAX = 64  # characters of a device name in `names`
 BUILTIN_CHAINS = {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
@@ -46,7 +47,7 @@ OTHER_PROTOCOLS = ("direct", "drop")
 XRAY_DNS = ("router", "xray")  # xray.dns: who answers Xray clients' DNS
 TUNNEL_DNS = ("auto", "router")  # tunnel_director.tunnels.<t>.dns, besides a list of addresses
 DEFAULT_XRAY_DNS_SERVERS = ["1.1.1.1", "8.8.8.8"]  # xray.dns_servers: queried through the proxy
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+MAC_RE = compiled(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 MAIN_TABLE = tables.BUILTIN["main"]  # a tunnel into it sends its clients out by the WAN
 MERLIN_BAND = (10000, 12220)  # Asuswrt-Merlin's own VPN Director and kill-switch rule priorities
 

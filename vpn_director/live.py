@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from array import array
-from .record import Record, factory
 
+from .record import Record, factory
 from . import sets
 from .model import rule_numeric
+from .patterns import compiled
 
-RULE_RE = re.compile(r"^(\d+):\s+(.*?)\s*$")
-COUNTED_RE = re.compile(r"^\[(\d+):(\d+)\]\s+(.*)$")
+RULE_RE = compiled(r"^(\d+):\s+(.*?)\s*$")
+COUNTED_RE = compiled(r"^\[(\d+):(\d+)\]\s+(.*)$")
 
 
 class LiveSet(Record):

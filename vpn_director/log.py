@@ -2,13 +2,14 @@
 optional size-capped file. The terminal output (stdout/stderr) stays with cli.Output."""
 
 import os
-import re
 import stat
+
+from .patterns import compiled
 
 TAG = "vpn-director"
 SYSLOG_SOCKET = "/dev/log"
 FILE_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(message)s"
-FILE_LINE_RE = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \[\d+\] ")  # a FILE_FORMAT line
+FILE_LINE_RE = compiled(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \[\d+\] ")  # a FILE_FORMAT line
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40  # logging's levels
 
 # What setup()/configure() asked for. The `logging` module (and its handlers, which import

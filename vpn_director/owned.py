@@ -8,14 +8,14 @@ older version holds no rules; then, and only then, the exact shape we create at 
 is taken as ours, so an upgrade can still clean up behind itself.
 """
 
-import re
 
 from .desired import XRAY_ROUTE_ADD, XRAY_ROUTE_SHOWN
 from .model import XRAY
+from .patterns import compiled
 
 # The only rule shape we create: "from all fwmark 0xM/0xK lookup T" (as `ip -N rule show` prints it).
-OUR_SHAPE_RE = re.compile(r"^from all fwmark 0x[0-9a-f]+/0x[0-9a-f]+ lookup \d+$")
-MARK_RE = re.compile(r"fwmark (0x[0-9a-f]+)(?:/(0x[0-9a-f]+))?")
+OUR_SHAPE_RE = compiled(r"^from all fwmark 0x[0-9a-f]+/0x[0-9a-f]+ lookup \d+$")
+MARK_RE = compiled(r"fwmark (0x[0-9a-f]+)(?:/(0x[0-9a-f]+))?")
 
 
 def legacy(record):

@@ -12,20 +12,19 @@ created it, and only if it still looks like something we create.
 
 from __future__ import annotations
 
-import re
 from .record import Record, factory, replace
-
 from . import owned, render
 from .errors import DataError
 from .model import SHARED, TUNNEL, XRAY, DesiredState, components, set_refs
+from .patterns import compiled
 
 # The firmware's own per-interface mark rules (Merlin: -i tun11 -j MARK --set-xmark 0x1/0x1).
-FIRMWARE_MARK_RE = re.compile(r"^-i (wgc|wgs|tun|ovpnc|ovpns)\S* .*-j MARK ")
+FIRMWARE_MARK_RE = compiled(r"^-i (wgc|wgs|tun|ovpnc|ovpns)\S* .*-j MARK ")
 # The only targets our chains use: a recorded chain with any other rule is not ours to delete.
-OUR_TARGET_RE = re.compile(r" -j (RETURN|DROP|MARK --set-xmark \S+"
+OUR_TARGET_RE = compiled(r" -j (RETURN|DROP|MARK --set-xmark \S+"
                            r"|TPROXY --on-port \d+ --on-ip \S+ --tproxy-mark \S+)$")
-SETXMARK_RE = re.compile(r"--set-xmark (0x[0-9a-f]+)/")
-FWMARK_RE = re.compile(r"fwmark (0x[0-9a-f]+)/(0x[0-9a-f]+) lookup (\S+)")
+SETXMARK_RE = compiled(r"--set-xmark (0x[0-9a-f]+)/")
+FWMARK_RE = compiled(r"fwmark (0x[0-9a-f]+)/(0x[0-9a-f]+) lookup (\S+)")
 
 
 class Step(Record):
@@ -218,7 +217,7 @@ def _next_record(d, live, comps, record, stale_sets, ours, our_routes):
 # Per entry, a delta (adds, then dels) costs the kernel about 2.5 times a full load
 # (bench/ipsets.py): they break even near 40 % changed, so a delta only up to a third.
 DELTA_MAX_FRACTION = 1 / 3
-MAXELEM_RE = re.compile(r"(?:^| )maxelem (\d+)")
+MAXELEM_RE = compiled(r"(?:^| )maxelem (\d+)")
 
 
 def use_delta(spec, cur, adds, dels):

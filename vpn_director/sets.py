@@ -1,7 +1,6 @@
 """Set contents: zone files, canonical member text, and sizing for hash:net."""
 
 import os
-import re
 import struct
 import sys
 import zlib
@@ -13,10 +12,11 @@ from collections.abc import Set as AbstractSet
 
 from . import aggregate
 from .errors import DataError
+from .patterns import compiled
 
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 # Strict dotted quad (no leading zeros, which some parsers read as octal) and an optional length.
-CIDR_RE = re.compile(r"^%s\.%s\.%s\.%s(?:/(3[0-2]|[12]?[0-9]))?$" % ((_OCTET,) * 4))
+CIDR_RE = compiled(r"^%s\.%s\.%s\.%s(?:/(3[0-2]|[12]?[0-9]))?$" % ((_OCTET,) * 4))
 # Zone files as read from data_dir: the largest real list is well under 1 MiB and its lines are
 # under 20 characters (comments aside); anything far beyond is corrupt, not a list.
 ZONE_MAX_BYTES = 64 << 20

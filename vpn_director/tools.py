@@ -8,23 +8,24 @@ import time
 
 from . import state
 from .errors import ToolError, VpdError
+from .patterns import compiled
 
 # stderr fragments that mean a kernel feature is missing, not a bad batch
 FEATURES = [
-    (re.compile(r"Couldn't load target `?TPROXY", re.I), "kernel feature missing: TPROXY target (xt_TPROXY)"),
-    (re.compile(r"Couldn't load match `?set", re.I), "kernel feature missing: ipset match (xt_set)"),
-    (re.compile(r"Couldn't load match `?mark", re.I), "kernel feature missing: mark match (xt_mark)"),
-    (re.compile(r"Couldn't load target `?MARK", re.I), "kernel feature missing: MARK target (xt_mark)"),
-    (re.compile(r"set type not supported|Kernel support protocol versions", re.I),
+    (compiled(r"Couldn't load target `?TPROXY", re.I), "kernel feature missing: TPROXY target (xt_TPROXY)"),
+    (compiled(r"Couldn't load match `?set", re.I), "kernel feature missing: ipset match (xt_set)"),
+    (compiled(r"Couldn't load match `?mark", re.I), "kernel feature missing: mark match (xt_mark)"),
+    (compiled(r"Couldn't load target `?MARK", re.I), "kernel feature missing: MARK target (xt_mark)"),
+    (compiled(r"set type not supported|Kernel support protocol versions", re.I),
      "kernel feature missing: ipset hash:net (ip_set_hash_net)"),
-    (re.compile(r"Protocol not supported|Address family not supported", re.I),
+    (compiled(r"Protocol not supported|Address family not supported", re.I),
      "kernel feature missing: netlink family for this request"),
 ]
 LINE_PATTERNS = [
-    re.compile(r"Error occurred at line: (\d+)"),
-    re.compile(r"line (\d+) failed"),
-    re.compile(r"Error in line (\d+)"),
-    re.compile(r"Command failed -:(\d+)"),
+    compiled(r"Error occurred at line: (\d+)"),
+    compiled(r"line (\d+) failed"),
+    compiled(r"Error in line (\d+)"),
+    compiled(r"Command failed -:(\d+)"),
 ]
 
 

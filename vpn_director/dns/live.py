@@ -4,7 +4,6 @@ run with no tunnel resolver, no block_dot and no DNS chain in the record spawns 
 from __future__ import annotations
 
 from ..record import Record, factory
-
 from .. import live
 from ..errors import ToolError
 from . import RECORD_KEY

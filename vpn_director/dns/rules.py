@@ -20,16 +20,16 @@ router) for `-i LAN -p tcp --dport 853`: a TCP reset per routed client, so the d
 back at once to plain DNS, which follows its route.
 """
 
-import re
 
 from .. import config as cfgmod
 from ..model import TUNNEL, XRAY, ChainSpec, JumpSpec, TableDesired
 from . import DNS_PORT, DOT_CHAINS, DOT_PORT, NAT_CHAINS
+from ..patterns import compiled
 
 REJECT = "-p tcp -j REJECT --reject-with tcp-reset"
-NAT_RULE_RE = re.compile(r"^ (?:-s \S+ )?(?:-m mark (?:! )?--mark 0x[0-9a-f]+/0x[0-9a-f]+ )?"
+NAT_RULE_RE = compiled(r"^ (?:-s \S+ )?(?:-m mark (?:! )?--mark 0x[0-9a-f]+/0x[0-9a-f]+ )?"
                          r"-j (?:RETURN|DNAT --to-destination [0-9.]+)$")
-DOT_RULE_RE = re.compile(r"^ (?:-s \S+ )?(?:-p tcp (?:-m set --match-set \S+ src )?-j REJECT --reject-with tcp-reset"
+DOT_RULE_RE = compiled(r"^ (?:-s \S+ )?(?:-p tcp (?:-m set --match-set \S+ src )?-j REJECT --reject-with tcp-reset"
                          r"|-j RETURN)$")
 
 

@@ -20,9 +20,10 @@ from ..record import Record
 from ..tools import which
 
 from .. import config as cfgmod
+from ..patterns import compiled
 
-WGC_RE = re.compile(r"^wgc([1-9][0-9]?)$")
-OVPNC_RE = re.compile(r"^ovpnc([1-9][0-9]?)$")
+WGC_RE = compiled(r"^wgc([1-9][0-9]?)$")
+OVPNC_RE = compiled(r"^ovpnc([1-9][0-9]?)$")
 OVPN_RESOLV = "/etc/openvpn/client{n}/client.resolv"
 RESOLV_MAX = 64 << 10  # a client.resolv is a few lines
 CONFIG, ROUTER, UNKNOWN = "config", "router", "unknown"

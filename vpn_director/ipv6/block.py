@@ -22,19 +22,20 @@ stale chains deleted.
 from __future__ import annotations
 
 import re
-from ..record import Record, factory
 
+from ..record import Record, factory
 from .. import config as cfgmod
 from .. import tablestep
 from ..model import ChainSpec, JumpSpec, TableDesired
 from . import CHAINS
 from .macs import Protection, valid
+from ..patterns import compiled
 
 TABLE = "filter"
 PARENTS = ("FORWARD", "INPUT")
 REJECT = "-j REJECT --reject-with icmp6-adm-prohibited"
 # The only rule our chains hold: a recorded chain with anything else is not ours to delete.
-OUR_RULE_RE = re.compile(r"^ -m mac --mac-source [0-9a-f]{2}(:[0-9a-f]{2}){5} %s$" % re.escape(REJECT))
+OUR_RULE_RE = compiled(r"^ -m mac --mac-source [0-9a-f]{2}(:[0-9a-f]{2}){5} %s$" % re.escape(REJECT))
 STEP = "update ip6tables filter chains and jumps"
 
 

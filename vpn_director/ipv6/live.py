@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from ..record import Record
-
 from .. import live
 from ..errors import ToolError
 from . import RECORD_KEY, macs

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ipaddress
 from ..record import Record, factory
-
 from .. import config as cfgmod
 from ..model import TUNNEL, XRAY
 

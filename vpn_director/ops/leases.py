@@ -12,8 +12,9 @@ import time
 
 from ..record import Record
 from . import OpsError
+from ..patterns import compiled
 
-MAC_RE = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$", re.I)
+MAC_RE = compiled(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$", re.I)
 
 
 class Lease(Record, frozen=True):

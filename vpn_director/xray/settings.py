@@ -10,16 +10,18 @@ by the service module, not here, so validation reads no files.
 from __future__ import annotations
 
 import re
-from ..record import Record, factory
 
-SUB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-SERVER_ID_RE = re.compile(r"^[0-9a-f]{12}$")
+from ..record import Record, factory
+from ..patterns import compiled
+
+SUB_ID_RE = compiled(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+SERVER_ID_RE = compiled(r"^[0-9a-f]{12}$")
 SERVICES = ("auto", "entware", "systemd", "managed")
 BITTORRENT = ("block", "direct", "proxy")
 DEFAULT_UA = "vpn-director"
 ON_ALL_DOWN = ("block", "direct")
 DEFAULT_HEALTH_URLS = ("http://www.gstatic.com/generate_204", "http://cp.cloudflare.com/generate_204")
-HTTP_URL_RE = re.compile(r"^http://[A-Za-z0-9.-]+(:\d+)?(/\S*)?$")  # what the SOCKS probe can fetch
+HTTP_URL_RE = compiled(r"^http://[A-Za-z0-9.-]+(:\d+)?(/\S*)?$")  # what the SOCKS probe can fetch
 
 
 class Subscription(Record):
