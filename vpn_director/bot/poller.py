@@ -59,6 +59,7 @@ class Bot:
         self.next_alerts = 0
         self.stopping = False
         self.polling = False  # inside getUpdates: a signal may end it at once
+        self.long_poll = LONG_POLL
 
     # --- helpers for the handlers --------------------------------------------------------------
     def t(self, ctx, key, **fields):
@@ -161,7 +162,18 @@ class Bot:
 
     # --- the loop ------------------------------------------------------------------------------
     def start(self):
-        """setMyCommands, then confirm what waited; returns how many stale updates were skipped."""
+        """Confirm what waited (not running what is stale), then setMyCommands; returns how many
+        stale updates were skipped."""
+        skipped = 0
+        while True:
+            updates = self.api.updates(self.offset, 0)
+            if not updates:
+                break
+            for u in updates:
+                self.offset = u["update_id"] + 1
+                stale = _date(u) is not None and self.clock() - _date(u) > STALE_S
+                skipped += stale
+                self._safe(u, stale)
         for lang in ("en", "ru"):
             try:
                 self.api.set_commands(commands.menu(self, lang), None if lang == "en" else lang)
@@ -169,16 +181,7 @@ class Bot:
                 if isinstance(e, BadToken):
                     raise
                 self.log("bot: setMyCommands: %s" % e)
-        skipped = 0
-        while True:
-            updates = self.api.updates(self.offset, 0)
-            if not updates:
-                return skipped
-            for u in updates:
-                self.offset = u["update_id"] + 1
-                stale = _date(u) is not None and self.clock() - _date(u) > STALE_S
-                skipped += stale
-                self._safe(u, stale)
+        return skipped
 
     def _safe(self, update, stale=False):
         try:
@@ -235,7 +238,9 @@ class Bot:
                     self.log("bot: polling; %d update(s) from before the start confirmed, not run" % skipped
                              if skipped else "bot: polling")
                 self.tick_alerts()
-                wait = LONG_POLL if self.alerts is None else max(1, min(LONG_POLL, int(self.next_alerts - self.clock())))
+                wait = self.long_poll
+                if self.alerts is not None:
+                    wait = max(0, min(wait, int(self.next_alerts - self.clock())))
                 self.poll_once(wait)
                 conflict = unreachable = 0
                 logged = None
