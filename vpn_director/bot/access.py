@@ -59,6 +59,7 @@ class Access:
         if pinned is None:
             pins[name] = uid
             try:
+                state.ensure_dir(self.state_dir)
                 state.write_atomic(path, json.dumps(pins, indent=1, sort_keys=True) + "\n", mode=0o600)
             except StateError as e:
                 self.log("bot: cannot pin @%s: %s; refused" % (name, e))
