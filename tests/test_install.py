@@ -359,7 +359,7 @@ pid=$(cat /var/run/vpn-director-watchd.pid)
 kill -0 "$pid" && echo "running $pid"
 $init start  # a second start keeps the one daemon
 [ "$(cat /var/run/vpn-director-watchd.pid)" = "$pid" ] && echo "same $pid"
-$init status | head -1
+$init status | sed -n 1p  # reads everything: no SIGPIPE cuts the script short
 $init stop
 kill -0 "$pid" 2>/dev/null || echo "gone"
 [ -e /var/run/vpn-director-watchd.pid ] || echo "no pid file"
