@@ -347,3 +347,17 @@ def test_settings_import_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__))))
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_an_admin_removed_from_the_file_is_refused_at_once(setup):
+    setup.fake.user_sends("/status")
+    step(setup)
+    raw = json.load(open(setup.path))
+    raw["telegram"]["admins"] = [7007]
+    with open(setup.path + ".new", "w") as fh:
+        json.dump(raw, fh)
+    os.replace(setup.path + ".new", setup.path)  # as an edit does: a new file in place
+    setup.fake.user_sends("/status")
+    step(setup)
+    assert setup.router.calls == ["status"]
+    assert setup.fake.sent()[-1]["text"] == "This bot is private."

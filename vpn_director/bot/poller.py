@@ -17,6 +17,7 @@ import os
 import signal
 import time
 
+from .. import config
 from .. import log as vlog
 from ..errors import ConfigError, VpdError
 from . import BotError, buttons, commands
@@ -60,6 +61,7 @@ class Bot:
         self.stopping = False
         self.polling = False  # inside getUpdates: a signal may end it at once
         self.long_poll = LONG_POLL
+        self.config_id = None
 
     # --- helpers for the handlers --------------------------------------------------------------
     def t(self, ctx, key, **fields):
@@ -97,7 +99,22 @@ class Bot:
         return esc(self.t(ctx, "switched", server=server.get("name") or server.get("id"), ms=ms))
 
     # --- updates -------------------------------------------------------------------------------
+    def _follow_config(self):
+        """Admins and usernames as the config file says now (edited by `config rollback` or by hand)."""
+        path = getattr(self.router, "path", None)
+        fid = config.file_id(path) if path else None
+        if fid is None or fid == self.config_id:
+            return
+        try:
+            tg = self.router.config().telegram
+        except VpdError as e:
+            self.log("bot: the config cannot be read (%s); keeping the access list" % _one_line(e))
+            return
+        self.config_id = fid
+        self.tg.admins, self.tg.allowed_users = list(tg.admins), list(tg.allowed_users)
+
     def handle(self, update, stale=False):
+        self._follow_config()
         if "callback_query" in update:
             return self._callback(update["callback_query"], stale)
         msg = update.get("message")
