@@ -32,6 +32,7 @@ SYSTEMD_FILES = {
     "etc/vpn-director/vpn-director.json": 0o600,
     "etc/systemd/system/vpn-director.service": 0o644,
     "etc/systemd/system/vpn-director-watchd.service": 0o644,
+    "etc/systemd/system/vpn-director-bot.service": 0o644,
     "etc/systemd/system/vpn-director-watch.service": 0o644,
     "etc/systemd/system/vpn-director-watch.timer": 0o644,
     "etc/systemd/system/vpn-director-update.service": 0o644,
@@ -281,11 +282,13 @@ def test_live_systemd_install_enables_and_uninstall_disables(tmp_path):
     inst.install()
     assert run.calls == [["systemctl", "daemon-reload"],
                          ["systemctl", "enable", "vpn-director.service", "vpn-director-watchd.service",
-                          "vpn-director-watch.timer", "vpn-director-update.timer", "vpn-director-subs.timer"]]
+                          "vpn-director-bot.service", "vpn-director-watch.timer", "vpn-director-update.timer",
+                          "vpn-director-subs.timer"]]
     del run.calls[:]
     inst.uninstall()
     assert run.calls == [["systemctl", "disable", "--now", "vpn-director-subs.timer", "vpn-director-update.timer",
-                          "vpn-director-watch.timer", "vpn-director-watchd.service", "vpn-director.service"],
+                          "vpn-director-watch.timer", "vpn-director-bot.service", "vpn-director-watchd.service",
+                          "vpn-director.service"],
                          ["systemctl", "daemon-reload"]]
 
 
@@ -356,7 +359,7 @@ pid=$(cat /var/run/vpn-director-watchd.pid)
 kill -0 "$pid" && echo "running $pid"
 $init start  # a second start keeps the one daemon
 [ "$(cat /var/run/vpn-director-watchd.pid)" = "$pid" ] && echo "same $pid"
-$init status | head -1
+$init status | sed -n 1p  # reads everything: no SIGPIPE cuts the script short
 $init stop
 kill -0 "$pid" 2>/dev/null || echo "gone"
 [ -e /var/run/vpn-director-watchd.pid ] || echo "no pid file"
@@ -385,7 +388,9 @@ def test_init_script_starts_and_stops_the_watch_daemon(tmp_path):
     pid = lines[0].split()[1]
     assert lines == ["running " + pid, "same " + pid, "watch daemon: running (PID %s)" % pid, "gone", "no pid file"]
     # apply runs in the background (no terminal) at each start; one daemon only
-    assert sorted(calls.read_text().splitlines()) == ["apply", "apply", "status", "stop", "stop", "watch"]
+    # the bot (not configured here) is started too and exits at once by itself, so each start starts it again
+    assert sorted(calls.read_text().splitlines()) == ["apply", "apply", "bot", "bot", "status", "stop", "stop",
+                                                      "watch"]
 
 
 @needs_bind

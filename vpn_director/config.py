@@ -9,6 +9,7 @@ import re
 
 from .record import Record, factory
 from . import tables
+from .bot import settings as bot_settings
 from .xray import settings as xray_settings
 from .errors import ConfigError
 from .render import TMP_PREFIX
@@ -116,6 +117,7 @@ class Config(Record):
     ipv6_mode: str = "block"  # block: routed clients' IPv6 is rejected by MAC; ignore: not touched
     ipv6_macs: dict[ipaddress.IPv4Address, str] = factory(dict)  # pinned MACs
     block_dot: bool = False  # advanced.dns.block_dot: routed clients' TCP/853 (DNS over TLS) is rejected
+    telegram: object = None  # bot.settings.Telegram: the bot's settings (never reach the kernel)
 
     def td_mark(self, slot):
         return (slot << self.td_mark_shift) & self.td_mark_mask
@@ -126,7 +128,7 @@ class Config(Record):
 
 
 KNOWN = {
-    "": {"data_dir", "paused_clients", "xray", "tunnel_director", "advanced", "ipsets", "names"},
+    "": {"data_dir", "paused_clients", "xray", "tunnel_director", "advanced", "ipsets", "names", "telegram"},
     "xray": {"clients", "servers", "exclude_ips", "exclude_sets", "other_protocols", "dns", "dns_servers"}
     | xray_settings.KNOWN_XRAY,
     "tunnel_director": {"tunnels"},
@@ -495,6 +497,7 @@ def validate(raw, path="<config>"):
     cfg.tunnels = _tunnels(c, raw.get("tunnel_director"), names, cfg)
     _check_collisions(c, cfg)
     _leaks(c, adv, cfg)
+    cfg.telegram = bot_settings.check(c, raw.get("telegram"))
     if c.problems:
         raise ConfigError(c.problems)
     cfg.warnings = c.warnings

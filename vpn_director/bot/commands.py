@@ -1,0 +1,190 @@
+"""The commands: one TABLE gives /help and setMyCommands; each handler is a thin call into the
+router (reports, ops, xray actions) with validated arguments, and answers in escaped HTML.
+
+handler(bot, ctx, args): ctx is the Request (chat, user, language), args the words after the
+command. Nothing a user types reaches a shell or a kernel tool's command line: addresses,
+names and codes are checked here and again by the operations layer.
+"""
+
+import ipaddress
+import re
+import sys
+import time
+
+from .. import __version__, config
+from ..errors import VpdError
+from . import buttons, callbacks
+from .render import b, code, esc, pre_chunks, table
+
+MAX_LOG_LINES = 2000
+SERVER_KEY_RE = re.compile(r"^[A-Za-z0-9 ._()#-]{1,48}$")
+LINK_SCHEMES = ("vless", "vmess", "trojan", "ss", "hysteria2", "hy2")
+
+
+def cmd_help(bot, ctx, args):
+    lines = [esc(bot.t(ctx, "help_head"))] + ["/%s - %s" % (name, esc(bot.t(ctx, "cmd_" + name)))
+                                              for name, _ in TABLE]
+    bot.reply(ctx, "\n".join(lines))
+
+
+def status_html(bot, ctx, rep):
+    """The /status message: drift, tunnels, country lists, Xray, last apply."""
+    bad = [o for o in rep.get("objects", []) if o.get("status") != "OK"]
+    lines = [b(bot.t(ctx, "status_ok") if rep.get("ok") else bot.t(ctx, "status_drift", n=len(bad)))]
+    for o in bad[:10]:
+        lines.append("  %s %s %s" % (esc(o["status"]), esc(o["kind"]), esc(o["name"])))
+    lines.append("")
+    lines.append(b(bot.t(ctx, "tunnels")))
+    for s in rep.get("tunnels", []):
+        lines.append("  %s: %s%s" % (esc(s["tunnel"]), code(s["state"]),
+                                     "" if s.get("kill_switch") else " (kill switch off)"))
+    if not rep.get("tunnels"):
+        lines.append("  " + esc(bot.t(ctx, "no_tunnels")))
+    lists = [o for o in rep.get("objects", []) if o.get("country")]
+    if lists:
+        lines += ["", b(bot.t(ctx, "lists"))]
+        for o in lists:
+            lines.append("  %s: %s entries%s" % (esc(o["name"]), esc(o.get("listed", "?")),
+                                                ", %s" % esc(o["fetched"]) if o.get("fetched") else ""))
+    for key in ("xray", "xray_health"):
+        if rep.get(key):
+            lines += ["", esc(rep[key])]
+    for w in rep.get("warnings", []):
+        lines += ["", "⚠ " + esc(w)]
+    applied = bot.last_apply()
+    lines += ["", esc(bot.t(ctx, "last_apply", when=time.strftime("%Y-%m-%d %H:%M", time.localtime(applied))
+                            if applied else bot.t(ctx, "never")))]
+    return "\n".join(lines)
+
+
+def cmd_status(bot, ctx, args):
+    cfg = bot.router.config()
+    rep = bot.router.status(cfg)
+    bot.reply(ctx, status_html(bot, ctx, rep),
+              [[{"text": bot.t(ctx, "refresh"), "callback_data": callbacks.encode(callbacks.tag(cfg), "st")}]])
+
+
+def cmd_devices(bot, ctx, args):
+    buttons.device_list(bot, ctx, bot.router.config(), all_devices=True)
+
+
+def cmd_clients(bot, ctx, args):
+    buttons.device_list(bot, ctx, bot.router.config(), all_devices=False)
+
+
+def cmd_exclude(bot, ctx, args):
+    from ..ops import excludes
+    cfg = bot.router.config()
+    if not args:
+        rows = [("xray", ", ".join(cfg.xray.exclude_sets + [str(n) for n in cfg.xray.exclude_ips]) or "-")]
+        rows += [(t.name, ", ".join(t.exclude) or "-") for t in cfg.tunnels]
+        bot.reply(ctx, b(bot.t(ctx, "exclusions")) + "\n" + pre_chunks(table(rows))[0] + "\n"
+                  + esc(bot.t(ctx, "exclude_usage")))
+        return
+    if len(args) not in (2, 3) or args[0] not in ("add", "remove"):
+        return bot.reply(ctx, esc(bot.t(ctx, "exclude_usage")))
+    target, where = args[1].lower(), args[2] if len(args) == 3 else "xray"
+    if not (config.is_country(target) or _is_net(target)):
+        return bot.reply(ctx, esc(bot.t(ctx, "exclude_usage")))
+    if where != "xray" and where not in [t.name for t in cfg.tunnels]:
+        return bot.reply(ctx, esc(bot.t(ctx, "exclude_usage")))
+    change = (excludes.add if args[0] == "add" else excludes.remove)(target, where)
+    bot.reply(ctx, bot.edit_result(ctx, change))
+
+
+def cmd_trace(bot, ctx, args):
+    if len(args) != 2:
+        return bot.reply(ctx, esc(bot.t(ctx, "trace_usage")))
+    cfg = bot.router.config()
+    try:
+        net, _ = bot.router.resolve(cfg, args[0])
+        ipaddress.IPv4Address(args[1])
+    except (VpdError, ValueError):
+        return bot.reply(ctx, esc(bot.t(ctx, "trace_usage")))
+    src = str(net.network_address)
+    rep = bot.router.trace(cfg, src, args[1])
+    head = "%s → %s: %s" % (esc(src), esc(args[1]), b(rep.get("tunnel") or rep.get("route")))
+    detail = ["table %s, mark %s" % (rep.get("table"), rep.get("mark"))] + list(rep.get("steps", []))
+    bot.reply(ctx, head + "\n" + pre_chunks(detail)[0])
+
+
+def cmd_logs(bot, ctx, args):
+    n = 30
+    if args:
+        if not (args[0].isascii() and args[0].isdigit() and 1 <= int(args[0]) <= MAX_LOG_LINES):
+            return bot.reply(ctx, esc(bot.t(ctx, "cmd_logs")))
+        n = int(args[0])
+    lines = bot.router.logs(bot.router.config(), n)
+    if lines is None:
+        return bot.reply(ctx, esc(bot.t(ctx, "logs_none")))
+    if not lines:
+        return bot.reply(ctx, esc(bot.t(ctx, "logs_empty")))
+    chunks = pre_chunks(lines)
+    if len(chunks) > bot.max_chunks:
+        bot.api.document(ctx.chat, "vpn-director.log", ("\n".join(lines) + "\n").encode("utf-8"),
+                         caption=esc("%d lines" % len(lines)))
+        return
+    for chunk in chunks:
+        bot.reply(ctx, chunk)
+
+
+def cmd_ip(bot, ctx, args):
+    cfg = bot.router.config()
+    rows = []
+    for path, (addr, why) in bot.router.ip(cfg, cfg.telegram.ip_url):
+        rows.append((path, addr or bot.t(ctx, "unmeasured", why=why)))
+    bot.reply(ctx, b(bot.t(ctx, "ip_head")) + "\n" + pre_chunks(table(rows))[0])
+
+
+def cmd_version(bot, ctx, args):
+    bot.reply(ctx, esc(bot.t(ctx, "version", version=__version__, python=sys.version.split()[0])))
+
+
+def cmd_servers(bot, ctx, args):
+    buttons.server_list(bot, ctx, bot.router.config())
+
+
+def cmd_switch(bot, ctx, args):
+    key = " ".join(args)
+    if not SERVER_KEY_RE.match(key):
+        return bot.reply(ctx, esc(bot.t(ctx, "switch_usage")))
+    cfg = bot.router.config()
+    if not config.xray_enabled(cfg):
+        return bot.reply(ctx, esc(bot.t(ctx, "no_xray")))
+    buttons.ask(bot, ctx, cfg, ("switch", key), bot.t(ctx, "ask_switch", server=key))
+
+
+def cmd_import(bot, ctx, args):
+    link = args[0] if len(args) == 1 else ""
+    scheme = link.split("://", 1)[0].lower() if "://" in link else ""
+    if scheme not in LINK_SCHEMES or len(link) > 4096:
+        return bot.reply(ctx, esc(bot.t(ctx, "import_usage")))
+    cfg = bot.router.config()
+    try:
+        counts, added, known, stored = bot.router.import_text(cfg, link)
+    except VpdError as e:
+        return bot.reply(ctx, esc(bot.t(ctx, "failed", error=e)))
+    bot.reply(ctx, esc(bot.t(ctx, "imported", counts=counts, added=added, known=known)))
+
+
+def _is_net(text):
+    try:
+        config.parse_net(text)
+    except ValueError:
+        return False
+    return True
+
+
+# name -> handler; the order is the order of /help and of Telegram's command menu
+TABLE = [
+    ("status", cmd_status), ("devices", cmd_devices), ("clients", cmd_clients), ("exclude", cmd_exclude),
+    ("trace", cmd_trace), ("logs", cmd_logs), ("ip", cmd_ip), ("servers", cmd_servers), ("switch", cmd_switch),
+    ("import", cmd_import), ("version", cmd_version), ("help", cmd_help), ("pair", None),
+]
+HANDLERS = dict(TABLE, start=cmd_help)
+
+
+def menu(bot, lang):
+    """setMyCommands' list for a language, from TABLE."""
+    from .strings import text
+    return [(name, text(lang, "cmd_" + name)) for name, _ in TABLE]
