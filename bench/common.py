@@ -52,7 +52,13 @@ def machine():
 
 
 def timed(argv, input=None, env=None):
-    """Run argv; return (seconds, peak RSS in MB of its process tree, stdout+stderr).
+    """Run argv; return (seconds, peak RSS in MB of its process tree, stdout+stderr)."""
+    r = measured(argv, input, env)
+    return r["elapsed"], r["maxrss_kb"] / 1024.0, r["output"]
+
+
+def measured(argv, input=None, env=None):
+    """Run argv; {elapsed, maxrss_kb, started (wall time just before the spawn), output}.
 
     A fresh measuring process runs it, so RUSAGE_CHILDREN covers exactly that tree.
     """
@@ -64,16 +70,19 @@ def timed(argv, input=None, env=None):
         if p.returncode != 0:
             raise RuntimeError("%s failed: %s%s" % (" ".join(argv[:8]), p.stdout, p.stderr))
         r = json.load(res)
-    return r["elapsed"], r["maxrss_kb"] / 1024.0, p.stdout + p.stderr
+    r["output"] = p.stdout + p.stderr
+    return r
 
 
 def _measure(result_path, argv):
     import json
+    started = time.time()
     t0 = time.perf_counter()
     rc = subprocess.call(argv)
     elapsed = time.perf_counter() - t0
     with open(result_path, "w") as fh:
-        json.dump({"elapsed": elapsed, "maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}, fh)
+        json.dump({"elapsed": elapsed, "started": started,
+                   "maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}, fh)
     return rc
 
 
@@ -106,8 +115,32 @@ def compile_package():
     compileall.compile_dir(os.path.join(ROOT, "vpn_director"), quiet=1)
 
 
+_PROGRAM = []
+
+
+def program():
+    """The single-file program routers run (`python3 -I -S vpn-director.pyz`, as the installed
+    launcher starts it), built once per benchmark run from this tree, bytecode included."""
+    if not _PROGRAM:
+        import atexit
+        import shutil
+        import tempfile
+        d = tempfile.mkdtemp(prefix="vpd-bench-pyz-")
+        atexit.register(shutil.rmtree, d, True)
+        path = os.path.join(d, "vpn-director.pyz")
+        subprocess.run([sys.executable, "-m", "vpn_director.pyz", path], check=True, cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.DEVNULL)
+        _PROGRAM.append(path)
+    return _PROGRAM[0]
+
+
+def interpreter():
+    """The interpreter as the launcher runs it: isolated, no site-packages."""
+    return [sys.executable, "-I", "-S"]
+
+
 def vpd_argv(config, *args):
-    return [sys.executable, "-m", "vpn_director", "-c", config] + list(args)
+    return interpreter() + [program(), "-c", config] + list(args)
 
 
 if __name__ == "__main__":

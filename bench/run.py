@@ -6,6 +6,7 @@ one-command-per-rule baseline, in network namespaces this script creates and rem
 
 Scenarios
   S  1 tunnel, 1 client; Xray with 1 client and 1 exclusion set
+  Mo the original shell tool's own benchmark scenario M: as M, with three 300-500-prefix lists
   M  3 tunnels x 4 clients x 2 exclusion sets; 5 Xray clients, 3 Xray exclusion sets
   L  8 tunnels x 16 clients; 32 Xray clients; 6 country sets totalling ~100,000 prefixes; servers, exclude_ips
 
@@ -28,6 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import compile_package, ROOT, machine, summary, timed, vpd_argv, write_block, write_zones, zone_text  # noqa: E402
+import startup  # noqa: E402
 
 COUNTRIES = ["ru", "ua", "by", "kz", "cn", "ir"]
 
@@ -40,11 +42,12 @@ def scenario(name):
         return ({"xray": {"clients": ["192.168.50.10"], "servers": ["203.0.113.10"], "exclude_sets": ["ru"]},
                  "tunnel_director": {"tunnels": {"wgc1": {"clients": ["192.168.51.10"], "exclude": ["ru"]}}}},
                 {"ru": 2000})
-    if name == "M":
+    if name in ("M", "Mo"):
         tun = {t: {"clients": clients(60 + i, 4), "exclude": ["ru", "ua"]} for i, t in
                enumerate(["wgc1", "wgc2", "ovpnc1"])}
+        sizes = {"ru": 2000, "ua": 2000, "by": 2000} if name == "M" else {"ru": 500, "ua": 400, "by": 300}
         return ({"xray": {"clients": clients(50, 5), "servers": ["203.0.113.10"], "exclude_sets": ["ru", "ua", "by"]},
-                 "tunnel_director": {"tunnels": tun}}, {"ru": 2000, "ua": 2000, "by": 2000})
+                 "tunnel_director": {"tunnels": tun}}, sizes)
     names = ["wgc%d" % i for i in range(1, 6)] + ["ovpnc%d" % i for i in range(1, 4)]
     tun = {t: {"clients": clients(60 + i, 16), "exclude": COUNTRIES[i % 3: i % 3 + 3]} for i, t in enumerate(names)}
     sizes = dict(zip(COUNTRIES, [40000, 20000, 8000, 12000, 15000, 5000]))
@@ -72,8 +75,8 @@ class Namespace:
 
 
 class Bench:
-    def __init__(self, name, backend, runs, workdir):
-        self.name, self.backend, self.runs = name, backend, runs
+    def __init__(self, name, backend, runs, workdir, imports=False):
+        self.name, self.backend, self.runs, self.imports = name, backend, runs, imports
         self.dir = os.path.join(workdir, "%s-%s" % (name, backend))
         os.makedirs(self.dir)
         raw, self.sizes = scenario(name)
@@ -114,12 +117,16 @@ class Bench:
 
     def measure(self):
         res = {k: [] for k in ("cold", "noop", "change", "refresh", "stop", "floor", "baseline")}
-        info = {}
-        for _ in range(self.runs):
+        info = {"startup": {k: [] for k in ("watch_s", "watch_first", "watch_reads", "noop_s", "noop_first",
+                                            "noop_reads", "bare")}}
+        for i in range(self.runs):
             ns = self.fresh()
             try:
                 res["cold"].append(self.vpd(ns, "apply"))
                 res["noop"].append(self.vpd(ns, "apply"))
+                startup.measure(self, ns, info["startup"])
+                if i == 0 and self.imports:
+                    info["imports"] = startup.imports(self, ns)
                 res["change"].append(self.vpd(ns, "apply", config=self.changed))
                 self.vpd(ns, "apply")
                 self._mutate_sources()
@@ -224,7 +231,7 @@ def table(results, machine_line):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--scenarios", default="S,M,L")
+    ap.add_argument("--scenarios", default="S,Mo,M,L")
     ap.add_argument("--backends", default="legacy,nft")
     ap.add_argument("--write", metavar="FILE", help="also replace the results block in FILE")
     args = ap.parse_args()
@@ -234,13 +241,17 @@ def main():
     workdir = tempfile.mkdtemp(prefix="vpd-bench-")
     results = {}
     try:
-        for backend in args.backends.split(","):
+        for i, backend in enumerate(args.backends.split(",")):
             for name in args.scenarios.split(","):
                 print("running %s/%s ..." % (name, backend), file=sys.stderr)
-                results[(name, backend)] = Bench(name, backend, args.runs, workdir).measure()
+                results[(name, backend)] = Bench(name, backend, args.runs, workdir, imports=i == 0).measure()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     text = table(results, machine())
+    text += "\nStart-up and no-op runs against their floors (median of %d):\n\n" % args.runs
+    text += startup.table({k: info["startup"] for k, (_, info) in results.items()})
+    text += "\nImports of each command, ms (`-X importtime` self times of the modules a bare interpreter does not load):\n\n"
+    text += startup.imports_table({k[0]: info["imports"] for k, (_, info) in results.items() if "imports" in info})
     print(text)
     if args.write:
         write_block(args.write, "bench/run.py", text)

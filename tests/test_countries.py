@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from vpn_director import config, countries, sets
+from vpn_director import config, countries, listcache, sets
 from zoneserver import ZoneServer
 
 RU = "# fixture: Российская Федерация\n77.88.0.0/17\n77.88.128.0/17\n5.255.255.0/24\n5.255.254.0/24\n" + "".join(
@@ -45,7 +45,7 @@ def make_cfg(tmp_path):
 def cache(cfg, cc="ru"):
     """The cached list and its metadata, as bytes (to prove they are untouched)."""
     out = []
-    for path in (sets.zone_path(cfg.data_dir, cc), countries.meta_path(cfg.data_dir, cc)):
+    for path in (sets.zone_path(cfg.data_dir, cc), listcache.meta_path(cfg.data_dir, cc)):
         out.append(open(path, "rb").read() if os.path.exists(path) else None)
     return tuple(out)
 
@@ -64,7 +64,7 @@ def test_first_good_source_wins_and_is_cached(server, make_cfg):
     assert (meta["entries"], meta["aggregated"], meta["bytes"]) == (204, RU_MEMBERS, len(RU.encode()))
     assert meta["sha256"] == hashlib.sha256(RU.encode()).hexdigest()
     assert meta["fetched"].endswith("Z") and meta["fetched_epoch"] > 0
-    assert countries.describe(cfg.data_dir, "ru") == {"source": meta["source"], "fetched": meta["fetched"]}
+    assert listcache.describe(cfg.data_dir, "ru") == {"source": meta["source"], "fetched": meta["fetched"]}
 
 
 FAULT_MESSAGES = {
@@ -141,10 +141,10 @@ def test_file_sources_and_the_size_cap(server, make_cfg, tmp_path):
 def test_every_used_set_is_refreshed_and_failures_are_per_set(server, make_cfg, tmp_path):
     (tmp_path / "www" / "ua.zone").unlink()
     cfg = make_cfg([server.url("ok")], exclude=("ru", "ua", "MY_SET"))
-    assert countries.used(cfg) == ["ru", "ua"]  # external sets are not downloaded
+    assert listcache.used(cfg) == ["ru", "ua"]  # external sets are not downloaded
     done, failed = countries.refresh(cfg)
     assert [r.cc for r in done] == ["ru"] and [cc for cc, _ in failed] == ["ua"]
-    assert countries.missing_cache(cfg, ["ru", "ua"]) == ["ua"]
+    assert listcache.missing_cache(cfg, ["ru", "ua"]) == ["ua"]
 
 
 def test_no_sources_is_a_clear_failure(make_cfg):
@@ -158,8 +158,8 @@ def test_metadata_that_does_not_match_the_list_is_ignored(server, make_cfg):
     countries.refresh(cfg)
     with open(sets.zone_path(cfg.data_dir, "ru"), "a") as fh:
         fh.write("198.51.100.0/24\n")  # edited by hand
-    assert countries.read_meta(cfg.data_dir, "ru") == {}
-    assert countries.cached_members(cfg.data_dir, "ru") == RU_MEMBERS + 1
+    assert listcache.read_meta(cfg.data_dir, "ru") == {}
+    assert listcache.cached_members(cfg.data_dir, "ru") == RU_MEMBERS + 1
 
 
 def test_config_keys_for_sources(make_cfg, tmp_path):
@@ -260,4 +260,4 @@ def test_a_list_starting_with_a_utf8_bom_is_accepted(server, make_cfg, tmp_path,
     with open(zone, "rb") as fh:
         assert fh.read() == RU.encode()  # cached without the BOM: apply reads it as any other list
     assert len(sets.read_prefixes(zone)) == 204
-    assert countries.read_meta(str(tmp_path / "data"), "ru")["sha256"] == hashlib.sha256(RU.encode()).hexdigest()
+    assert listcache.read_meta(str(tmp_path / "data"), "ru")["sha256"] == hashlib.sha256(RU.encode()).hexdigest()

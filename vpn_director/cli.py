@@ -385,13 +385,13 @@ def cmd_restart(args, cfg, out):
 def cmd_update(args, cfg, out):
     """Refresh the country lists, then apply. A set whose sources all fail keeps its cached list
     (so its live set stays as it is); the others are refreshed and applied; the exit code is 1."""
-    from . import countries
+    from . import countries, listcache
     done, failed = countries.refresh(cfg, force=args.force)
     for r in done:
         out.note(r.summary())  # what the daily cron run fetched belongs in the log
     for _, message in failed:
         out.err("error: %s" % message)
-    uncached = countries.missing_cache(cfg, [cc for cc, _ in failed])
+    uncached = listcache.missing_cache(cfg, [cc for cc, _ in failed])
     if uncached:
         out.err("error: update: no cached list for %s: nothing applied" % ", ".join(uncached))
         return EXIT_FAILED

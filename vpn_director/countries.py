@@ -1,8 +1,8 @@
 """Country lists: download from the configured sources in order, validate, cache with metadata.
 
 The cache is `<data_dir>/ipsets/<cc>.zone` (the list as downloaded) and `<cc>.json` beside it
-(source, time, entry counts, checksum). Apply only ever reads the cache, so a router that boots
-without internet still routes; `vpn-director update` refreshes it.
+(source, time, entry counts, checksum; listcache.py reads it). Apply only ever reads the cache,
+so a router that boots without internet still routes; `vpn-director update` refreshes it.
 """
 
 import hashlib
@@ -14,8 +14,9 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Optional
 
-from . import __version__, config, desired, sets, state
+from . import __version__, config, sets, state
 from .errors import DataError
+from .listcache import cached_members, meta_path, read_meta, used
 
 DEFAULT_TIMEOUT = config.IPSET_TIMEOUT
 DEFAULT_MAX_BYTES = config.IPSET_MAX_BYTES
@@ -41,28 +42,6 @@ class Refreshed:
             "was %d" % self.previous
         return "%s: %d entries (%d after aggregation, %s) from %s" % (
             self.cc, self.entries, self.aggregated, was, self.url)
-
-
-def used(cfg):
-    """The country sets the config uses (those apply would load), in config order."""
-    full = desired.build(cfg, resolver=lambda name: [], country_loader=sets.no_country)
-    return [s.name for s in full.sets if s.country]
-
-
-def meta_path(data_dir, cc):
-    return os.path.join(data_dir, "ipsets", "%s.json" % cc)
-
-
-def read_meta(data_dir, cc):
-    """The cached list's metadata, or {} if there is none or it no longer matches the list."""
-    try:
-        with open(meta_path(data_dir, cc)) as fh:
-            meta = json.load(fh)
-        with open(sets.zone_path(data_dir, cc), "rb") as fh:
-            digest = hashlib.sha256(fh.read()).hexdigest()
-    except (OSError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) and meta.get("sha256") == digest else {}
 
 
 # --- downloading ------------------------------------------------------------------------------
@@ -181,17 +160,6 @@ def parse_body(body):
     return prefixes
 
 
-def cached_members(data_dir, cc):
-    """Member count of the cached list, or None if there is no usable one."""
-    meta = read_meta(data_dir, cc)
-    if isinstance(meta.get("aggregated"), int):
-        return meta["aggregated"]
-    try:
-        return sets.count_members(sets.read_prefixes(sets.zone_path(data_dir, cc)))
-    except DataError:
-        return None
-
-
 def fetch(cc, sources, previous=None, force=False, timeout=DEFAULT_TIMEOUT, max_bytes=DEFAULT_MAX_BYTES):
     """Try the sources in order: (url, body, prefixes, members) of the first good one.
 
@@ -251,14 +219,4 @@ def refresh(cfg, names=None, force=False):
                               old != hashlib.sha256(body).hexdigest()))
     return done, failed
 
-
-def missing_cache(cfg, names):
-    """Of `names`, those without a cached list (apply cannot build their sets)."""
-    return [cc for cc in names if not os.path.exists(sets.zone_path(cfg.data_dir, cc))]
-
-
-def describe(data_dir, cc):
-    """Where and when the cached list came from, for `status` ({} if unknown)."""
-    meta = read_meta(data_dir, cc)
-    return {k: meta[k] for k in ("source", "fetched") if k in meta}
 

@@ -1,6 +1,6 @@
 """status: every owned object as OK / MISSING / MISMATCH, with per-rule packet counters."""
 
-from . import countries, killswitch, live, owned, reconcile
+from . import killswitch, listcache, live, owned, reconcile
 from .dns import report as dnsreport
 from .ipv6 import report as v6report
 from .model import XRAY, components, rule_words
@@ -28,7 +28,7 @@ def report(full, current, scope, record, data_dir=None):
         if s.country:  # entries in the cached list, and set members after aggregation
             o.update(country=True, listed=s.listed, aggregated=len(s.members))
             if data_dir:
-                o.update(countries.describe(data_dir, s.name))
+                o.update(listcache.describe(data_dir, s.name))
         objs.append(o)
     for n in d.external_sets:
         objs.append(_obj("set", n, OK if n in current.sets else MISSING, external=True))

@@ -89,7 +89,7 @@ class Router:
 
     def alert_inputs(self, cfg, since):
         """(states {subject: (state, detail)}, new Xray events, last drift repair time) for alerts."""
-        from .. import countries, watchdog
+        from .. import listcache, watchdog
         from ..xray import events
         found = {}
         if "tunnel" in watchdog.active(cfg.state_dir):
@@ -99,11 +99,11 @@ class Router:
                 log.warning("bot: tunnel states not read: %s" % e)
         max_age = cfg.telegram.alerts.list_max_age_h * 3600
         try:
-            used = countries.used(cfg)
+            used = listcache.used(cfg)
         except Exception:  # noqa: B902
             used = []
         for cc in used:
-            fetched = countries.read_meta(cfg.data_dir, cc).get("fetched_epoch")
+            fetched = listcache.read_meta(cfg.data_dir, cc).get("fetched_epoch")
             if isinstance(fetched, (int, float)):
                 age = time.time() - fetched
                 found["list " + cc] = ("stale" if age > max_age else "fresh", "%d" % (age // 3600))

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from .. import config, countries, engine, lint, state
+from .. import config, engine, lint, listcache, state
 from ..errors import EXIT_FAILED, ConfigError, VpdError
 from ..model import TUNNEL, XRAY
 from ..record import replace
@@ -115,7 +115,7 @@ def _locked(path, change, apply, make_tools, allow_invalid):
     if scope:
         out.notes += _fetch_missing(new)
     elif not apply:
-        missing = countries.missing_cache(new, countries.used(new))
+        missing = listcache.missing_cache(new, listcache.used(new))
         if missing:
             out.warnings.append("no cached list for %s yet: `vpn-director update` fetches it" % ", ".join(missing))
     rawfile.write(snap.path, data, snap.st)
@@ -176,9 +176,10 @@ def _strip(obj, keys):
 
 def _fetch_missing(cfg):
     """Country lists the new config uses but nobody downloaded yet: fetched now, or nothing changes."""
-    missing = countries.missing_cache(cfg, countries.used(cfg))
+    missing = listcache.missing_cache(cfg, listcache.used(cfg))
     if not missing:
         return []
+    from .. import countries  # the download code, only when a list is missing
     done, failed = countries.refresh(cfg, names=missing)
     if failed:
         raise OpsError("%s; nothing changed" % "; ".join(m for _, m in failed), EXIT_FAILED)
