@@ -11,6 +11,7 @@ from .dns import report as dnsreport
 from .errors import EXIT_DRIFT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, UsageError, VpdError
 from .ops import cli as ops_cli
 from .xray import cli as xray_cli
+from .web import cli as web_cli
 from .tools import Tools
 
 SCOPES = ("all", "tunnel", "xray")
@@ -102,6 +103,7 @@ def build_parser():
                        help="write into this directory tree instead of / (tests, packaging)")
     ops_cli.register(sub, common)  # client, exclude, tunnel, config
     xray_cli.register(sub, common)  # xray import/sub/servers/use/render/status/restart
+    web_cli.register(sub, common)  # web: the web UI
     lab = add("lab", help="throw-away virtual router in network namespaces: apply a config, send real "
                           "TCP/UDP from every client, show expected vs observed paths (needs root)")
     lab.add_argument("action", nargs="?", choices=("run", "down"), default="run",

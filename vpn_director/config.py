@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 from . import tables
 from .xray import settings as xray_settings
+from .web import settings as web_settings
 from .errors import ConfigError
 from .render import TMP_PREFIX
 
@@ -118,6 +119,7 @@ class Config:
     ipv6_mode: str = "block"  # block: routed clients' IPv6 is rejected by MAC; ignore: not touched
     ipv6_macs: Dict[ipaddress.IPv4Address, str] = field(default_factory=dict)  # pinned MACs
     block_dot: bool = False  # advanced.dns.block_dot: routed clients' TCP/853 (DNS over TLS) is rejected
+    webui: object = None  # web.settings.WebSettings: the web UI's port, addresses, certificate, login file
 
     def td_mark(self, slot):
         return (slot << self.td_mark_shift) & self.td_mark_mask
@@ -128,7 +130,8 @@ class Config:
 
 
 KNOWN = {
-    "": {"data_dir", "paused_clients", "xray", "tunnel_director", "advanced", "ipsets", "names"},
+    "": {"data_dir", "paused_clients", "xray", "tunnel_director", "advanced", "ipsets", "names", "webui"},
+    "webui": web_settings.KNOWN,
     "xray": {"clients", "servers", "exclude_ips", "exclude_sets", "other_protocols", "dns", "dns_servers"}
     | xray_settings.KNOWN_XRAY,
     "tunnel_director": {"tunnels"},
@@ -497,6 +500,7 @@ def validate(raw, path="<config>"):
     cfg.tunnels = _tunnels(c, raw.get("tunnel_director"), names, cfg)
     _check_collisions(c, cfg)
     _leaks(c, adv, cfg)
+    cfg.webui = web_settings.check(c, raw.get("webui"))
     if c.problems:
         raise ConfigError(c.problems)
     cfg.warnings = c.warnings
