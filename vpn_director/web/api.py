@@ -151,5 +151,9 @@ class App:
         self.sessions.end(session.id)
         return Response(200, {"ok": True}, [("Set-Cookie", session_cookie("", clear=True))])
 
-    def session(self, req, session):
+    def session(self, req, _):
+        """Who is logged in; {"user": null} when nobody (a page's first question, not an error)."""
+        session = self.sessions.get(req.cookie(COOKIE), lambda user: shadow.current(self.shadow_file, user))
+        if session is None:
+            return {"user": None, "csrf": None, "version": __version__}
         return {"user": session.user, "csrf": session.csrf, "version": __version__}

@@ -93,8 +93,8 @@ class TLSServer(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server_version = "vpn-director"
-    sys_version = ""
+    def version_string(self):
+        return "vpn-director"
 
     def log_message(self, format, *args):
         pass  # no access log: the API logs what changes

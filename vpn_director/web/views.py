@@ -80,7 +80,7 @@ def logout(app, req, session):
     return app.logout(req, session)
 
 
-@route("GET", "/session")
+@route("GET", "/session", auth=False)
 def session_info(app, req, session):
     return app.session(req, session)
 
