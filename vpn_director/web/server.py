@@ -93,6 +93,7 @@ class TLSServer(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.1"  # an unparsable request line still gets status line and headers
     def version_string(self):
         return "vpn-director"
 
