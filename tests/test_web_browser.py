@@ -3,7 +3,6 @@ to a tunnel and see the status change, trace it, log out; every page at 360 px w
 horizontal scrolling, light and dark; no console or CSP errors. Screenshots of each page go to
 tests/artifacts/web/. The daemon runs in a router namespace, so the edits apply to a real kernel."""
 
-import json
 import os
 import shutil
 import signal
