@@ -56,7 +56,7 @@ def site(request, tmp_path_factory):
         "tunnel_director": {"tunnels": {"wgc1": {"clients": []}, "ovpnc1": {"clients": ["192.168.50.30"]}}},
         "names": {"192.168.50.30": "Living room TV"},
         "advanced": {"leases_file": str(tmp / "leases"), "log": {"file": str(tmp / "vpd.log")}},
-        "webui": {"shadow_file": write_shadow(tmp / "shadow", "browser-pw")}})
+        "webui": {"listen": ["127.0.0.1"], "shadow_file": write_shadow(tmp / "shadow", "browser-pw")}})
     router.vpd("apply", config=path, check=0)
     out = open(str(tmp / "web.out"), "w")
     proc = subprocess.Popen(["ip", "netns", "exec", router.ns.name, sys.executable, "-m", "vpn_director", "-c", path,

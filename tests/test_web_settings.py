@@ -63,6 +63,20 @@ def test_listen_addresses():
         server.listen_addresses(cfg, lambda ifname: "192.168.50.1", lambda: "198.51.100.2")
 
 
+def test_waits_for_the_lan_address_at_boot(monkeypatch):
+    from vpn_director import lint
+    answers = iter([None, None, "192.168.50.1"])
+    monkeypatch.setattr(lint, "interface_address", lambda ifname: next(answers, "192.168.50.1"))
+    monkeypatch.setattr(server, "default_route_address", lambda: None)
+    warned = []
+    out = type("Out", (), {"warn": lambda self, m: warned.append(m)})()
+    cfg = validate(None)
+    assert server._wait_for_lan(cfg, out, sleep=lambda s: None) == ["192.168.50.1", "127.0.0.1"] and not warned
+    monkeypatch.setattr(lint, "interface_address", lambda ifname: None)
+    assert server._wait_for_lan(cfg, out, sleep=lambda s: None) == ["127.0.0.1"]
+    assert warned == ["web: br0 has no IPv4 address: listening on 127.0.0.1 only (restart the web UI once it has one)"]
+
+
 def test_default_route_address(tmp_path):
     route = tmp_path / "route"
     route.write_text("Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n"

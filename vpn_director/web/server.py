@@ -227,6 +227,8 @@ def run(cfg, out):
     threading.stack_size(512 * 1024)
     settings = cfg.webui
     addresses = listen_addresses(cfg)
+    if settings.listen is None and addresses == ["127.0.0.1"]:
+        addresses = _wait_for_lan(cfg, out)
     names = host_names(addresses, settings.hosts)
     cert_path, key_path = settings.cert_path(cfg.data_dir), settings.key_path(cfg.data_dir)
     if cert.ensure(cert_path, key_path, addresses, sorted(n for n in names if not _is_ip(n))):
@@ -244,6 +246,19 @@ def run(cfg, out):
     stop(servers)
     out.note("web: stopped (pid %d)" % os.getpid())
     return 0
+
+
+def _wait_for_lan(cfg, out, sleep=None):
+    """At boot the LAN bridge may not have its address yet: wait up to advanced.boot.interface_wait."""
+    import time
+    for _ in range(max(0, cfg.boot_interface_wait)):
+        (sleep or time.sleep)(1)
+        addresses = listen_addresses(cfg)
+        if addresses != ["127.0.0.1"]:
+            return addresses
+    out.warn("web: %s has no IPv4 address: listening on 127.0.0.1 only (restart the web UI once it has one)"
+             % cfg.lan_interface)
+    return ["127.0.0.1"]
 
 
 def _is_ip(text):
