@@ -32,6 +32,7 @@ SYSTEMD_FILES = {
     "etc/vpn-director/vpn-director.json": 0o600,
     "etc/systemd/system/vpn-director.service": 0o644,
     "etc/systemd/system/vpn-director-watchd.service": 0o644,
+    "etc/systemd/system/vpn-director-web.service": 0o644,
     "etc/systemd/system/vpn-director-bot.service": 0o644,
     "etc/systemd/system/vpn-director-watch.service": 0o644,
     "etc/systemd/system/vpn-director-watch.timer": 0o644,
@@ -249,6 +250,8 @@ def test_systemd_files_units_and_example(tmp_path):
     for line in ("Type=simple", "ExecStart=/usr/local/sbin/vpn-director watch", "Restart=on-failure",
                  "PartOf=vpn-director.service", "After=vpn-director.service", "WantedBy=vpn-director.service"):
         assert line + "\n" in daemon
+    web = text["etc/systemd/system/vpn-director-web.service"]
+    assert "ExecStart=/usr/local/sbin/vpn-director web\n" in web and "Description=vpn-director: the web UI\n" in web
     assert "VPD_CONFIG:-/etc/vpn-director/vpn-director.json" in text["usr/local/sbin/vpn-director"]
     assert "exec /usr/bin/python3 -I -S /usr/local/lib/vpn-director/vpn-director.pyz" in text["usr/local/sbin/vpn-director"]
     raw = json.loads(text["etc/vpn-director/vpn-director.json"])
@@ -282,12 +285,13 @@ def test_live_systemd_install_enables_and_uninstall_disables(tmp_path):
     inst.install()
     assert run.calls == [["systemctl", "daemon-reload"],
                          ["systemctl", "enable", "vpn-director.service", "vpn-director-watchd.service",
-                          "vpn-director-bot.service", "vpn-director-watch.timer", "vpn-director-update.timer",
-                          "vpn-director-subs.timer"]]
+                          "vpn-director-web.service", "vpn-director-bot.service", "vpn-director-watch.timer",
+                          "vpn-director-update.timer", "vpn-director-subs.timer"]]
     del run.calls[:]
     inst.uninstall()
     assert run.calls == [["systemctl", "disable", "--now", "vpn-director-subs.timer", "vpn-director-update.timer",
-                          "vpn-director-watch.timer", "vpn-director-bot.service", "vpn-director-watchd.service",
+                          "vpn-director-watch.timer", "vpn-director-bot.service", "vpn-director-web.service",
+                          "vpn-director-watchd.service",
                           "vpn-director.service"],
                          ["systemctl", "daemon-reload"]]
 
@@ -387,10 +391,11 @@ def test_init_script_starts_and_stops_the_watch_daemon(tmp_path):
     lines = p.stdout.splitlines()
     pid = lines[0].split()[1]
     assert lines == ["running " + pid, "same " + pid, "watch daemon: running (PID %s)" % pid, "gone", "no pid file"]
-    # apply runs in the background (no terminal) at each start; one daemon only
-    # the bot (not configured here) is started too and exits at once by itself, so each start starts it again
+    # apply runs in the background (no terminal) at each start; one watch daemon only; the stand-in's
+    # `web` and `bot` exit at once (as a web UI or a bot turned off in the config do), so each start
+    # tries them again
     assert sorted(calls.read_text().splitlines()) == ["apply", "apply", "bot", "bot", "status", "stop", "stop",
-                                                      "watch"]
+                                                      "watch", "web", "web"]
 
 
 @needs_bind

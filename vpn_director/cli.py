@@ -41,7 +41,7 @@ def _port(text):
 # Each area registers its own commands (register(sub, common)); its module loads only when one of
 # them runs, or for --help and an unknown command, which list every command.
 AREAS = {"client": "ops", "exclude": "ops", "tunnel": "ops", "config": "ops", "xray": "xray", "watch": "xray",
-         "bot": "bot"}
+         "web": "web", "bot": "bot"}
 
 
 def command_of(argv):

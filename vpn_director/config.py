@@ -11,6 +11,7 @@ from .record import Record, factory
 from . import tables
 from .bot import settings as bot_settings
 from .xray import settings as xray_settings
+from .web import settings as web_settings
 from .errors import ConfigError
 from .render import TMP_PREFIX
 from .patterns import compiled
@@ -117,6 +118,7 @@ class Config(Record):
     ipv6_mode: str = "block"  # block: routed clients' IPv6 is rejected by MAC; ignore: not touched
     ipv6_macs: dict[ipaddress.IPv4Address, str] = factory(dict)  # pinned MACs
     block_dot: bool = False  # advanced.dns.block_dot: routed clients' TCP/853 (DNS over TLS) is rejected
+    webui: object = None  # web.settings.WebSettings: the web UI's port, addresses, certificate, login file
     telegram: object = None  # bot.settings.Telegram: the bot's settings (never reach the kernel)
 
     def td_mark(self, slot):
@@ -128,7 +130,9 @@ class Config(Record):
 
 
 KNOWN = {
-    "": {"data_dir", "paused_clients", "xray", "tunnel_director", "advanced", "ipsets", "names", "telegram"},
+    "": {"data_dir", "paused_clients", "xray", "tunnel_director", "advanced", "ipsets", "names", "webui",
+         "telegram"},
+    "webui": web_settings.KNOWN,
     "xray": {"clients", "servers", "exclude_ips", "exclude_sets", "other_protocols", "dns", "dns_servers"}
     | xray_settings.KNOWN_XRAY,
     "tunnel_director": {"tunnels"},
@@ -497,6 +501,7 @@ def validate(raw, path="<config>"):
     cfg.tunnels = _tunnels(c, raw.get("tunnel_director"), names, cfg)
     _check_collisions(c, cfg)
     _leaks(c, adv, cfg)
+    cfg.webui = web_settings.check(c, raw.get("webui"))
     cfg.telegram = bot_settings.check(c, raw.get("telegram"))
     if c.problems:
         raise ConfigError(c.problems)

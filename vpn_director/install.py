@@ -25,6 +25,7 @@ DAEMONS = {
     # SIGTERM ends it after the current round, so a switch in progress finishes first
     "watch": ("vpn-director-watchd.service", "the watch daemon (Xray health checks and failover, routing "
                                              "watchdog, subscriptions)", "120s"),
+    "web": ("vpn-director-web.service", "the web UI", "10s"),
     "bot": ("vpn-director-bot.service", "the Telegram bot", "10s"),
 }
 UPDATE_ARGS = "update"

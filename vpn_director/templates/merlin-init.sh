@@ -21,7 +21,7 @@ cron_jobs() {
 }
 
 # The daemons, each `$PROG NAME` with its PID in $PIDDIR/vpn-director-NAMEd.pid: watch (health
-# checks, failover, drift). One that is turned off in the config exits at once by itself.
+# checks, failover, drift) and web (the web UI). One that is turned off in the config exits at once by itself.
 DAEMONS="@DAEMONS@"
 
 pidfile() {

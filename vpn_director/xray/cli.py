@@ -223,7 +223,8 @@ def _update(cfg, subs, out):
     return 1 if failed else EXIT_OK
 
 
-def _server_rows(cfg, st):
+def server_rows(cfg, st):
+    """The stored servers as rows for lists: no credentials (ids, names, addresses, last checks)."""
     rows = []
     for i, s in enumerate(st.servers, start=1):
         status = s.get("status") or {}
@@ -238,7 +239,7 @@ def _server_rows(cfg, st):
 def cmd_servers(args, out):
     from . import store
     cfg = _cfg(args, out)
-    rows = _server_rows(cfg, store.load(cfg.data_dir))
+    rows = server_rows(cfg, store.load(cfg.data_dir))
     if args.json:
         print(json.dumps({"servers": rows, "active": cfg.xray.side.active_server}, indent=1, ensure_ascii=False))
         return EXIT_OK
