@@ -54,6 +54,15 @@ def config_path(path=None, env=os.environ):
     return path or env.get("VPD_CONFIG") or config.DEFAULT_PATH
 
 
+def load(path=None, warn=None):
+    """The config a command reads (the path given, $VPD_CONFIG, or the default), validated; each
+    of its warnings passed to `warn`."""
+    cfg = config.load(config_path(path))
+    for w in cfg.warnings if warn else ():
+        warn(w)
+    return cfg
+
+
 def run(path, change, apply=True, make_tools=None, allow_invalid=False):
     """Make one edit; returns an Outcome. `allow_invalid`: the file now in place may be invalid
     (a rollback replaces it whole)."""
