@@ -30,8 +30,9 @@ The rules:
     longer than 3 intervals + timeout, the daemon switches back.
 """
 
-from dataclasses import dataclass
-from typing import Optional
+from __future__ import annotations
+
+from ..record import Record
 
 NONE, SWITCH, RETURN, RECOVER, ALL_DOWN = "none", "switch", "return", "recover", "all-down"
 KIND = {SWITCH: "switch", RETURN: "return", RECOVER: "recovery", ALL_DOWN: "all-down"}
@@ -39,10 +40,9 @@ HOUR = 3600
 NO_LATENCY = 10 ** 9
 
 
-@dataclass
-class Decision:
+class Decision(Record):
     action: str = NONE
-    to: Optional[str] = None  # the server to switch to (switch, return; recover when the active stays dead)
+    to: str | None = None  # the server to switch to (switch, return; recover when the active stays dead)
     reason: str = ""
     mode: str = ""  # all-down: "block" or "direct"
 

@@ -9,7 +9,7 @@ import hashlib
 import os
 import time
 
-from . import XrayError, events, failover, generate, service, store, switch, version, watch
+from . import XrayError, events, failover, service, store, version
 
 
 def report(cfg):
@@ -46,6 +46,7 @@ def report(cfg):
         rep["problems"].append("%s is not what `xray use` would write for the active server (edited by hand, or "
                                "the config changed: `xray use %s` writes it again)" % (path, active))
     log = service.error_log(cfg, backend)
+    from . import switch  # `xray status` only, not the main status
     rep["last_error"] = switch.log_tail(log, max(0, switch.log_size(log) - (1 << 15)))
     rep["health"] = health(cfg)
     if rep["health"]["all_down"]:
@@ -67,6 +68,7 @@ def _config_state(cfg, backend, path, server):
     if server is None:
         return "present"
     try:
+        from . import generate
         want = generate.render(cfg, server, service.error_log(cfg, backend))
     except XrayError:
         return "present"
@@ -121,6 +123,7 @@ def health(cfg):
     side = cfg.xray.side
     st = events.load_state(cfg.state_dir)
     now = time.time()
+    from . import watch
     return {"daemon_pid": watch.daemon_pid(cfg.state_dir), "enabled": side.health.enabled,
             "failover": side.failover.enabled, "fail_threshold": side.health.fail_threshold,
             "active": st["active"], "consecutive_failures": st["consecutive_failures"],
