@@ -10,8 +10,6 @@
   one poller per token: <state_dir>/bot-<hash of the token>.lock is held while it runs
 """
 
-import errno
-import fcntl
 import hashlib
 import os
 import signal
@@ -309,18 +307,10 @@ def lock(state_dir, token):
     from .. import state
     state.ensure_dir(state_dir)
     path = os.path.join(state_dir, "bot-%s.lock" % hashlib.sha256(token.encode()).hexdigest()[:12])
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        holder = os.pread(fd, 16, 0).decode("ascii", "replace").strip()
-        os.close(fd)
-        if e.errno in (errno.EAGAIN, errno.EACCES):
-            raise BotError("another bot polls with this token%s" % (" (PID %s)" % holder if holder.isdigit() else ""))
-        raise
-    os.ftruncate(fd, 0)
-    os.write(fd, b"%d\n" % os.getpid())
-    return fd
+        return state.pid_lock(path, mode=0o600)
+    except state.Held as e:
+        raise BotError("another bot polls with this token%s" % e.holder)
 
 
 def serve(bot):
