@@ -28,12 +28,8 @@ def register(sub, common):
 
 
 def _cfg(args, out):
-    from .. import config
     from ..ops import txn
-    cfg = config.load(txn.config_path(args.config))
-    for w in cfg.warnings:
-        out.warn(w)
-    return cfg
+    return txn.load(args.config, out.warn)
 
 
 def cmd_pair(args, out):
