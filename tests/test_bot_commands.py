@@ -148,16 +148,38 @@ def test_logs_are_split_into_balanced_messages_or_sent_as_a_document(setup):
 
 
 def test_trace_and_exclude_validate_their_input(setup):
-    for text in ("/trace 192.168.50.10 not-an-ip", "/trace", "/exclude add russia", "/exclude add de nowhere",
-                 "/exclude drop de", "/switch $(reboot)"):
+    for text in ("/trace 192.168.50.10 not-an-ip", "/trace", "/trace nobody 8.8.8.8", "/exclude drop de",
+                 "/switch $(reboot)"):
         setup.fake.user_sends(text)
     step(setup)
     assert setup.router.calls == []
+    said = [p["text"] for p in setup.fake.sent()]
+    usage = "/trace DEVICE DEST: a device name, MAC or address, then an IPv4 destination."
+    assert said[0] == "Failed: DST 'not-an-ip' is not an IPv4 address\n" + usage  # reports.check_trace_args
+    assert said[1] == usage and said[2].startswith("Failed: 'nobody' is not an IPv4 address or CIDR, and no device")
+    assert said[3].startswith("/exclude add|remove") and said[4].startswith("/switch N|ID|NAME")
     setup.fake.user_sends("/trace 192.168.50.10 8.8.8.8")
     setup.fake.user_sends("/exclude add DE wgc1")
     step(setup)
     assert setup.router.calls == ["trace", "edit"]
     assert "&lt;b&gt;" in setup.fake.sent()[-2]["text"]
+
+
+def test_exclude_targets_and_lists_are_checked_by_the_operations_layer(setup):
+    setup.bot.router = Router(setup.path)  # the real operations layer; none of these edits is made
+    before = open(setup.path).read()
+    for text in ("/exclude add russia", "/exclude add de nowhere", "/exclude add 0.0.0.0/0",
+                 "/exclude add 10.0.0.0/8 wgc1", "/exclude remove my_set"):
+        setup.fake.user_sends(text)
+    step(setup)
+    assert [p["text"] for p in setup.fake.sent()] == [
+        "Failed: 'russia' is not a two-letter country code, an IPv4 address or a CIDR",
+        "Failed: unknown tunnel 'nowhere': the tunnels are wgc1 (add one with `vpn-director tunnel add nowhere`)",
+        "Failed: excluding 0.0.0.0/0 would take every destination out",
+        "Failed: a tunnel excludes country lists only; an address can be excluded from xray "
+        "(`vpn-director exclude add ADDR`)",
+        "Failed: 'my_set' is not a two-letter country code, an IPv4 address or a CIDR"]
+    assert open(setup.path).read() == before
 
 
 # --- pairing through the operations layer ---------------------------------------------------------
