@@ -40,15 +40,15 @@ def status_html(bot, ctx, rep):
     lines.append(b(bot.t(ctx, "tunnels")))
     for s in rep.get("tunnels", []):
         lines.append("  %s: %s%s" % (esc(s["tunnel"]), code(s["state"]),
-                                     "" if s.get("kill_switch") else " (kill switch off)"))
+                                     "" if s.get("kill_switch") else " " + esc(bot.t(ctx, "kill_switch_off"))))
     if not rep.get("tunnels"):
         lines.append("  " + esc(bot.t(ctx, "no_tunnels")))
     lists = [o for o in rep.get("objects", []) if o.get("country")]
     if lists:
         lines += ["", b(bot.t(ctx, "lists"))]
         for o in lists:
-            lines.append("  %s: %s entries%s" % (esc(o["name"]), esc(o.get("listed", "?")),
-                                                ", %s" % esc(o["fetched"]) if o.get("fetched") else ""))
+            lines.append("  %s: %s%s" % (esc(o["name"]), esc(bot.t(ctx, "list_entries", n=o.get("listed", "?"))),
+                                        ", %s" % esc(o["fetched"]) if o.get("fetched") else ""))
     for key in ("xray", "xray_health"):
         if rep.get(key):
             lines += ["", esc(rep[key])]
@@ -103,7 +103,7 @@ def cmd_trace(bot, ctx, args):
         return bot.reply(ctx, bot.failed(ctx, e) + "\n" + esc(bot.t(ctx, "trace_usage")))
     rep = bot.router.trace(cfg, src, args[1])
     head = "%s → %s: %s" % (esc(src), esc(args[1]), b(rep.get("tunnel") or rep.get("route")))
-    detail = ["table %s, mark %s" % (rep.get("table"), rep.get("mark"))] + list(rep.get("steps", []))
+    detail = [bot.t(ctx, "trace_detail", table=rep.get("table"), mark=rep.get("mark"))] + list(rep.get("steps", []))
     bot.reply(ctx, head + "\n" + pre_chunks(detail)[0])
 
 
@@ -121,7 +121,7 @@ def cmd_logs(bot, ctx, args):
     chunks = pre_chunks(lines)
     if len(chunks) > bot.max_chunks:
         bot.api.document(ctx.chat, "vpn-director.log", ("\n".join(lines) + "\n").encode("utf-8"),
-                         caption=esc("%d lines" % len(lines)))
+                         caption=esc(bot.t(ctx, "log_lines", n=len(lines))))
         return
     for chunk in chunks:
         bot.reply(ctx, chunk)
@@ -131,7 +131,7 @@ def cmd_ip(bot, ctx, args):
     cfg = bot.router.config()
     rows = []
     for path, (addr, why) in bot.router.ip(cfg, cfg.telegram.ip_url):
-        rows.append((path, addr or bot.t(ctx, "unmeasured", why=why)))
+        rows.append((bot.t(ctx, "direct") if path == "direct" else path, addr or bot.t(ctx, "unmeasured", why=why)))
     bot.reply(ctx, b(bot.t(ctx, "ip_head")) + "\n" + pre_chunks(table(rows))[0])
 
 
