@@ -54,14 +54,16 @@ def test_no_router_data_for_anyone_else(setup, who):
         setup.fake.user_sends("/status", user=4004, username="old_admin")  # someone else took the name
     elif who == "group":
         setup.fake.user_sends("/status", chat_type="group", chat=-100123)  # an admin, but in a group
-    elif who == "bot":
-        setup.fake.user_sends("/status", user=STRANGER)
-        setup.fake.user_presses(callbacks.encode(callbacks.tag(setup.cfg), "x", "192.168.50.10"), 5, user=STRANGER)
+    elif who == "bot":  # another bot's account, even with an admin's ID (access.py refuses is_bot)
+        setup.fake.user_sends("/status", is_bot=True)
+        setup.fake.user_presses(callbacks.encode(callbacks.tag(setup.cfg), "x", "192.168.50.10"), 5, is_bot=True)
     else:
         setup.fake.user_sends("/status", user=STRANGER)
         setup.fake.user_sends("/clients", user=STRANGER)
     step(setup)
     assert setup.router.calls == []  # no engine call, no report
+    assert setup.fake.sent("editMessageText") == [] and all(
+        not p.get("text") for p in setup.fake.sent("answerCallbackQuery"))
     texts = [p["text"] for p in setup.fake.sent()]
     assert all(t == "This bot is private." for t in texts)
     assert len(texts) <= 1 and (who != "group" or texts == [])
