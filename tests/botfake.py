@@ -78,16 +78,16 @@ class FakeBotApi:
             self.lock.notify_all()
         return update
 
-    def user_sends(self, text, user=ADMIN, chat_type="private", username=None, date=None, chat=None):
-        sender = {"id": user, "is_bot": False, "first_name": "Test"}
+    def user_sends(self, text, user=ADMIN, chat_type="private", username=None, date=None, chat=None, is_bot=False):
+        sender = {"id": user, "is_bot": is_bot, "first_name": "Test"}
         if username:
             sender["username"] = username
         return self._push({"message": {"message_id": self._message_id(), "date": int(date or time.time()),
                                        "from": sender, "text": text,
                                        "chat": {"id": chat or user, "type": chat_type}}})
 
-    def user_presses(self, data, message_id, user=ADMIN, chat_type="private", username=None):
-        sender = {"id": user, "is_bot": False, "first_name": "Test"}
+    def user_presses(self, data, message_id, user=ADMIN, chat_type="private", username=None, is_bot=False):
+        sender = {"id": user, "is_bot": is_bot, "first_name": "Test"}
         if username:
             sender["username"] = username
         return self._push({"callback_query": {"id": "cb%d" % self.next_update, "from": sender, "data": data,

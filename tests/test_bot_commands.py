@@ -8,95 +8,23 @@ import re
 
 import pytest
 
-from botfake import ADMIN, TOKEN, FakeBotApi
+from botchat import chat, step
+from botfake import ADMIN, TOKEN
 from vpn_director import config
 from vpn_director.bot import BotError, callbacks, commands, settings
 from vpn_director.bot.access import Access
-from vpn_director.bot.api import Api
-from vpn_director.bot.poller import Bot
 from vpn_director.bot.router import Router
-from vpn_director.bot.transport import Transport
 from vpn_director.errors import ConfigError
 from vpn_director.ops import history
 
 STRANGER = 2002
 
 
-class Clock:
-    def __init__(self, t=1_800_000_000.0):
-        self.t = t
-
-    def __call__(self):
-        return self.t
-
-
-class Outcome:
-    def __init__(self, summary, notes=()):
-        self.summary, self.notes, self.warnings, self.cfg = summary, list(notes), [], None
-
-
-class FakeRouter(Router):
-    """Canned router data with a script tag in it; every call is recorded."""
-
-    def __init__(self, path):
-        super().__init__(path)
-        self.calls = []
-
-    def status(self, cfg):
-        self.calls.append("status")
-        return {"ok": False, "objects": [{"kind": "set", "name": "XRAY_CLIENTS", "status": "MISSING"},
-                                         {"kind": "set", "name": "de", "status": "OK", "country": True,
-                                          "listed": 12, "fetched": "2026-01-01 04:17"}],
-                "tunnels": [{"tunnel": "wgc1", "state": "UP", "kill_switch": True}],
-                "warnings": ["client <script>alert(1)</script> & co"]}
-
-    def clients(self, cfg):
-        self.calls.append("clients")
-        return [{"address": "192.168.50.10", "name": "Anna's <phone>", "via": "xray", "paused": False,
-                 "listed_in": ["xray"]}]
-
-    devices = clients
-
-    def edit(self, change):
-        self.calls.append("edit")
-        return Outcome("client 192.168.50.10: xray → wgc1")
-
-    def logs(self, cfg, lines):
-        self.calls.append("logs")
-        return ["line %d <tag> & a_b *x*" % i + " " + "y" * 100 for i in range(lines)]
-
-    def trace(self, cfg, src, dst):
-        self.calls.append("trace")
-        return {"route": "tunnel", "tunnel": "wgc1", "table": "wgc1", "mark": "0x10000", "steps": ["a <b>"]}
-
-
 @pytest.fixture
 def setup(tmp_path):
-    rt = tmp_path / "rt_tables"
-    rt.write_text("111 wgc1\n")
-    raw = {"data_dir": str(tmp_path / "data"), "xray": {"clients": ["192.168.50.10"], "exclude_sets": []},
-           "tunnel_director": {"tunnels": {"wgc1": {"clients": []}}},
-           "advanced": {"state_dir": str(tmp_path / "state"), "rt_tables": str(rt)},
-           "telegram": {"token_file": str(tmp_path / "token"), "admins": [ADMIN], "allowed_users": ["@old_admin"]}}
-    path = tmp_path / "vpn-director.json"
-    path.write_text(json.dumps(raw, indent=1))
-    fake = FakeBotApi()
-    clock = Clock()
-    router = FakeRouter(str(path))
-    cfg = config.load(str(path))
-
-    class Setup:
-        pass
-    s = Setup()
-    s.path, s.fake, s.clock, s.router, s.cfg = str(path), fake, clock, router, cfg
-    s.bot = Bot(cfg.telegram, Api(TOKEN, Transport(fake.url), sleep=lambda x: None), router, cfg.state_dir,
-                clock=clock, log=lambda m: None, warn=lambda m: None, alerts=False)
+    s = chat(tmp_path)
     yield s
-    fake.close()
-
-
-def step(s):
-    s.bot.poll_once(timeout=0)
+    s.fake.close()
 
 
 def test_status_from_an_admin_is_one_escaped_html_message(setup):
@@ -126,14 +54,16 @@ def test_no_router_data_for_anyone_else(setup, who):
         setup.fake.user_sends("/status", user=4004, username="old_admin")  # someone else took the name
     elif who == "group":
         setup.fake.user_sends("/status", chat_type="group", chat=-100123)  # an admin, but in a group
-    elif who == "bot":
-        setup.fake.user_sends("/status", user=STRANGER)
-        setup.fake.user_presses(callbacks.encode(callbacks.tag(setup.cfg), "x", "192.168.50.10"), 5, user=STRANGER)
+    elif who == "bot":  # another bot's account, even with an admin's ID (access.py refuses is_bot)
+        setup.fake.user_sends("/status", is_bot=True)
+        setup.fake.user_presses(callbacks.encode(callbacks.tag(setup.cfg), "x", "192.168.50.10"), 5, is_bot=True)
     else:
         setup.fake.user_sends("/status", user=STRANGER)
         setup.fake.user_sends("/clients", user=STRANGER)
     step(setup)
     assert setup.router.calls == []  # no engine call, no report
+    assert setup.fake.sent("editMessageText") == [] and all(
+        not p.get("text") for p in setup.fake.sent("answerCallbackQuery"))
     texts = [p["text"] for p in setup.fake.sent()]
     assert all(t == "This bot is private." for t in texts)
     assert len(texts) <= 1 and (who != "group" or texts == [])
@@ -220,16 +150,38 @@ def test_logs_are_split_into_balanced_messages_or_sent_as_a_document(setup):
 
 
 def test_trace_and_exclude_validate_their_input(setup):
-    for text in ("/trace 192.168.50.10 not-an-ip", "/trace", "/exclude add russia", "/exclude add de nowhere",
-                 "/exclude drop de", "/switch $(reboot)"):
+    for text in ("/trace 192.168.50.10 not-an-ip", "/trace", "/trace nobody 8.8.8.8", "/exclude drop de",
+                 "/switch $(reboot)"):
         setup.fake.user_sends(text)
     step(setup)
     assert setup.router.calls == []
+    said = [p["text"] for p in setup.fake.sent()]
+    usage = "/trace DEVICE DEST: a device name, MAC or address, then an IPv4 destination."
+    assert said[0] == "Failed: DST 'not-an-ip' is not an IPv4 address\n" + usage  # reports.check_trace_args
+    assert said[1] == usage and said[2].startswith("Failed: 'nobody' is not an IPv4 address or CIDR, and no device")
+    assert said[3].startswith("/exclude add|remove") and said[4].startswith("/switch N|ID|NAME")
     setup.fake.user_sends("/trace 192.168.50.10 8.8.8.8")
     setup.fake.user_sends("/exclude add DE wgc1")
     step(setup)
     assert setup.router.calls == ["trace", "edit"]
     assert "&lt;b&gt;" in setup.fake.sent()[-2]["text"]
+
+
+def test_exclude_targets_and_lists_are_checked_by_the_operations_layer(setup):
+    setup.bot.router = Router(setup.path)  # the real operations layer; none of these edits is made
+    before = open(setup.path).read()
+    for text in ("/exclude add russia", "/exclude add de nowhere", "/exclude add 0.0.0.0/0",
+                 "/exclude add 10.0.0.0/8 wgc1", "/exclude remove my_set"):
+        setup.fake.user_sends(text)
+    step(setup)
+    assert [p["text"] for p in setup.fake.sent()] == [
+        "Failed: 'russia' is not a two-letter country code, an IPv4 address or a CIDR",
+        "Failed: unknown tunnel 'nowhere': the tunnels are wgc1 (add one with `vpn-director tunnel add nowhere`)",
+        "Failed: excluding 0.0.0.0/0 would take every destination out",
+        "Failed: a tunnel excludes country lists only; an address can be excluded from xray "
+        "(`vpn-director exclude add ADDR`)",
+        "Failed: 'my_set' is not a two-letter country code, an IPv4 address or a CIDR"]
+    assert open(setup.path).read() == before
 
 
 # --- pairing through the operations layer ---------------------------------------------------------

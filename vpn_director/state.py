@@ -72,6 +72,36 @@ def locked(state_dir, timeout, poll=0.1, say=None):
         os.close(fd)  # closing releases the flock
 
 
+class Held(LockError):
+    """pid_lock: another process holds the lock; `holder` is " (PID n)" when it wrote its PID, else ""."""
+
+    def __init__(self, path, holder):
+        super().__init__("%s is held by another process%s" % (path, holder))
+        self.path, self.holder = path, holder
+
+
+def pid_lock(path, mode=0o600):
+    """One daemon at a time: an open fd holding an exclusive flock on `path` (not following a
+    symlink), our PID written in it; closing the fd releases it. Held when another process holds
+    it; any other OSError as it comes."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = _holder(fd)
+        os.close(fd)
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            raise Held(path, holder)
+        raise
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _holder(fd):
     try:
         pid = os.pread(fd, 16, 0).decode("ascii", "replace").strip()

@@ -17,7 +17,7 @@ import os
 from .. import state
 from ..errors import StateError
 from .render import esc
-from .strings import text
+from .strings import text, word
 from .transport import Unreachable
 
 SEEN = "bot-alerts.json"
@@ -68,7 +68,8 @@ class Alerts:
             self.seen["events_since"] = max(ev["time"], self.seen.get("events_since") or 0)
             if ev.get("kind") in XRAY_KINDS and not first:
                 moved = " (%s → %s)" % (ev.get("from") or "-", ev.get("to") or "-") if ev.get("to") else ""
-                out.append(esc(text(self.lang, "a_xray", kind=ev["kind"], detail=ev.get("reason", "") + moved)))
+                out.append(esc(text(self.lang, "a_xray", kind=word(self.lang, "x_", ev["kind"]),
+                                    detail=ev.get("reason", "") + moved)))
         if first:
             self.seen.setdefault("events_since", now)
         if drift is not None and drift != self.seen.get("drift"):
@@ -89,7 +90,8 @@ class Alerts:
             changes[subject] = recent
             if subject in flapping and (not recent or now - recent[-1] >= self.s.flap_window_s):
                 del flapping[subject]
-                return [esc(text(self.lang, "a_settled", subject=subject, state=st))]
+                return [esc(text(self.lang, "a_settled", subject=self._shown(subject),
+                                 state=word(self.lang, "st_", st)))]
             return []
         recent.append(now)
         changes[subject] = recent
@@ -97,13 +99,18 @@ class Alerts:
             return []
         if len(recent) > self.s.flap_changes:
             flapping[subject] = now
-            return [esc(text(self.lang, "a_flapping", subject=subject, n=len(recent),
+            return [esc(text(self.lang, "a_flapping", subject=self._shown(subject), n=len(recent),
                              minutes=self.s.flap_window_s // 60))]
         kind, _, name = subject.partition(" ")
         key = MESSAGES.get((kind, st))
         if key is None:
-            return [esc("%s: %s" % (subject, st))]
+            return [esc(text(self.lang, "a_state", subject=self._shown(subject), state=word(self.lang, "st_", st)))]
         return [esc(text(self.lang, key, subject=name, detail=detail))]
+
+    def _shown(self, subject):
+        """"tunnel wgc1" in the chat's language."""
+        kind, _, name = subject.partition(" ")
+        return word(self.lang, "s_", kind, name=name) if name else subject
 
     # --- the queue ---------------------------------------------------------------------------
     def queue(self):

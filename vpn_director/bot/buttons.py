@@ -26,7 +26,7 @@ def device_list(bot, ctx, cfg, all_devices, edit=None):
     if not rows:
         return bot.reply(ctx, esc(bot.t(ctx, "devices_none" if all_devices else "clients_none")), edit=edit)
     tag = callbacks.tag(cfg)
-    lines = table([(r["address"], r.get("name") or "-", r["via"] + (" (paused)" if r.get("paused") else ""))
+    lines = table([(r["address"], r.get("name") or "-", r["via"] + (" " + bot.t(ctx, "paused_mark") if r.get("paused") else ""))
                    for r in rows])
     keys = [button(_label(r)[:40], callbacks.encode(tag, "d", r["address"])) for r in rows[:MAX_BUTTONS]]
     grid = [keys[i:i + 2] for i in range(0, len(keys), 2)]

@@ -28,12 +28,8 @@ def register(sub, common):
 
 
 def _cfg(args, out):
-    from .. import config
     from ..ops import txn
-    cfg = config.load(txn.config_path(args.config))
-    for w in cfg.warnings:
-        out.warn(w)
-    return cfg
+    return txn.load(args.config, out.warn)
 
 
 def cmd_pair(args, out):
@@ -77,10 +73,13 @@ def cmd_run(args, out):
 
         def warn(msg):
             out.warn(api.mask(msg) if api else msg)
+
+        def debug(msg):  # tracebacks of unexpected errors: the log only, with -v
+            log.debug(api.mask(msg) if api else msg)
         mode = "socks" if tg.proxy.startswith("socks5") else tg.proxy
         transport = Transport(tg.api_base, mode, tg.socks_port(cfg.xray.side.socks_port), log=say)
         api = Api(token, transport, log=say)
-        bot = poller.Bot(tg, api, Router(cfg.path), cfg.state_dir, log=say, warn=warn)
+        bot = poller.Bot(tg, api, Router(cfg.path), cfg.state_dir, log=say, warn=warn, debug=debug)
         say("bot: started (PID %d), proxy %s" % (os.getpid(), tg.proxy))
         code = poller.serve(bot)
         say("bot: stopped")

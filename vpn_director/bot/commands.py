@@ -2,11 +2,14 @@
 router (reports, ops, xray actions) with validated arguments, and answers in escaped HTML.
 
 handler(bot, ctx, args): ctx is the Request (chat, user, language), args the words after the
-command. Nothing a user types reaches a shell or a kernel tool's command line: addresses,
-names and codes are checked here and again by the operations layer.
+command. Nothing a user types reaches a shell or a kernel tool's command line. The rules for
+what an argument may be live in one place each, shared with the command line and the web UI:
+an exclusion's target and list in ops.excludes (its change raises OpsError with the reason),
+a trace's addresses in reports.check_trace_args, a device in ops.names.resolve; this module
+checks only the shape of a command (how many words, a number's range) and shows the reason.
+Every text a user sees comes from strings.py (telegram.language).
 """
 
-import ipaddress
 import re
 import sys
 import time
@@ -37,15 +40,15 @@ def status_html(bot, ctx, rep):
     lines.append(b(bot.t(ctx, "tunnels")))
     for s in rep.get("tunnels", []):
         lines.append("  %s: %s%s" % (esc(s["tunnel"]), code(s["state"]),
-                                     "" if s.get("kill_switch") else " (kill switch off)"))
+                                     "" if s.get("kill_switch") else " " + esc(bot.t(ctx, "kill_switch_off"))))
     if not rep.get("tunnels"):
         lines.append("  " + esc(bot.t(ctx, "no_tunnels")))
     lists = [o for o in rep.get("objects", []) if o.get("country")]
     if lists:
         lines += ["", b(bot.t(ctx, "lists"))]
         for o in lists:
-            lines.append("  %s: %s entries%s" % (esc(o["name"]), esc(o.get("listed", "?")),
-                                                ", %s" % esc(o["fetched"]) if o.get("fetched") else ""))
+            lines.append("  %s: %s%s" % (esc(o["name"]), esc(bot.t(ctx, "list_entries", n=o.get("listed", "?"))),
+                                        ", %s" % esc(o["fetched"]) if o.get("fetched") else ""))
     for key in ("xray", "xray_health"):
         if rep.get(key):
             lines += ["", esc(rep[key])]
@@ -74,8 +77,8 @@ def cmd_clients(bot, ctx, args):
 
 def cmd_exclude(bot, ctx, args):
     from ..ops import excludes
-    cfg = bot.router.config()
     if not args:
+        cfg = bot.router.config()
         rows = [("xray", ", ".join(cfg.xray.exclude_sets + [str(n) for n in cfg.xray.exclude_ips]) or "-")]
         rows += [(t.name, ", ".join(t.exclude) or "-") for t in cfg.tunnels]
         bot.reply(ctx, b(bot.t(ctx, "exclusions")) + "\n" + pre_chunks(table(rows))[0] + "\n"
@@ -83,28 +86,24 @@ def cmd_exclude(bot, ctx, args):
         return
     if len(args) not in (2, 3) or args[0] not in ("add", "remove"):
         return bot.reply(ctx, esc(bot.t(ctx, "exclude_usage")))
-    target, where = args[1].lower(), args[2] if len(args) == 3 else "xray"
-    if not (config.is_country(target) or _is_net(target)):
-        return bot.reply(ctx, esc(bot.t(ctx, "exclude_usage")))
-    if where != "xray" and where not in [t.name for t in cfg.tunnels]:
-        return bot.reply(ctx, esc(bot.t(ctx, "exclude_usage")))
-    change = (excludes.add if args[0] == "add" else excludes.remove)(target, where)
+    change = (excludes.add if args[0] == "add" else excludes.remove)(*args[1:])  # it checks both: OpsError
     bot.reply(ctx, bot.edit_result(ctx, change))
 
 
 def cmd_trace(bot, ctx, args):
+    from .. import reports
     if len(args) != 2:
         return bot.reply(ctx, esc(bot.t(ctx, "trace_usage")))
     cfg = bot.router.config()
     try:
         net, _ = bot.router.resolve(cfg, args[0])
-        ipaddress.IPv4Address(args[1])
-    except (VpdError, ValueError):
-        return bot.reply(ctx, esc(bot.t(ctx, "trace_usage")))
-    src = str(net.network_address)
+        src = str(net.network_address)
+        reports.check_trace_args(src, args[1])
+    except VpdError as e:
+        return bot.reply(ctx, bot.failed(ctx, e) + "\n" + esc(bot.t(ctx, "trace_usage")))
     rep = bot.router.trace(cfg, src, args[1])
     head = "%s → %s: %s" % (esc(src), esc(args[1]), b(rep.get("tunnel") or rep.get("route")))
-    detail = ["table %s, mark %s" % (rep.get("table"), rep.get("mark"))] + list(rep.get("steps", []))
+    detail = [bot.t(ctx, "trace_detail", table=rep.get("table"), mark=rep.get("mark"))] + list(rep.get("steps", []))
     bot.reply(ctx, head + "\n" + pre_chunks(detail)[0])
 
 
@@ -122,7 +121,7 @@ def cmd_logs(bot, ctx, args):
     chunks = pre_chunks(lines)
     if len(chunks) > bot.max_chunks:
         bot.api.document(ctx.chat, "vpn-director.log", ("\n".join(lines) + "\n").encode("utf-8"),
-                         caption=esc("%d lines" % len(lines)))
+                         caption=esc(bot.t(ctx, "log_lines", n=len(lines))))
         return
     for chunk in chunks:
         bot.reply(ctx, chunk)
@@ -132,7 +131,7 @@ def cmd_ip(bot, ctx, args):
     cfg = bot.router.config()
     rows = []
     for path, (addr, why) in bot.router.ip(cfg, cfg.telegram.ip_url):
-        rows.append((path, addr or bot.t(ctx, "unmeasured", why=why)))
+        rows.append((bot.t(ctx, "direct") if path == "direct" else path, addr or bot.t(ctx, "unmeasured", why=why)))
     bot.reply(ctx, b(bot.t(ctx, "ip_head")) + "\n" + pre_chunks(table(rows))[0])
 
 
@@ -165,14 +164,6 @@ def cmd_import(bot, ctx, args):
     except VpdError as e:
         return bot.reply(ctx, esc(bot.t(ctx, "failed", error=e)))
     bot.reply(ctx, esc(bot.t(ctx, "imported", counts=counts, added=added, known=known)))
-
-
-def _is_net(text):
-    try:
-        config.parse_net(text)
-    except ValueError:
-        return False
-    return True
 
 
 # name -> handler; the order is the order of /help and of Telegram's command menu

@@ -7,19 +7,22 @@
              command; every alerts.interval_s the alert inputs are read and the queue is sent
   errors     401: stop ("bad token"); 409: another poller: back off CONFLICT_STEPS, logged once
              per step; network and 5xx: back off 1, 2, 4 ... MAX_BACKOFF s, logged once per step
+  the rest   nothing else ends the daemon: an update whose command fails in an unexpected way
+             (a bad HTTP answer to /ip, an unreadable log file) is answered "Failed: <one line>",
+             logged in one line (its traceback at debug level) and confirmed like any other, so
+             Telegram does not hand it back; a failed alert tick is logged and the next one runs
   one poller per token: <state_dir>/bot-<hash of the token>.lock is held while it runs
 """
 
-import errno
-import fcntl
 import hashlib
 import os
 import signal
 import time
+import traceback
 
 from .. import config
 from .. import log as vlog
-from ..errors import ConfigError, VpdError
+from ..errors import VpdError
 from . import BotError, buttons, commands
 from .access import Access, add_admin
 from .alerts import Alerts
@@ -46,11 +49,12 @@ class Request:
 
 class Bot:
     def __init__(self, tg, api, router, state_dir, clock=time.time, sleep=time.sleep, log=None, warn=None,
-                 alerts=True):
+                 alerts=True, debug=None):
         self.tg, self.api, self.router, self.state_dir = tg, api, router, state_dir
         self.clock, self.sleep = clock, sleep
         self.log = log or vlog.info
         self.warn = warn or vlog.warning
+        self.debug = debug or vlog.debug
         self.access = Access(tg, state_dir, clock, self.log)
         self.alerts = Alerts(tg.alerts, state_dir, tg.language, self.log) if alerts and tg.alerts.enabled else None
         self.pending = {}
@@ -72,6 +76,22 @@ class Bot:
             return self.api.edit(ctx.chat, edit, html, grid)
         return self.api.send(ctx.chat, html, grid)
 
+    def failed(self, ctx, e):
+        """The answer to a command that failed: "Failed: <one line>" (the token masked)."""
+        return esc(self.t(ctx, "failed", error=self.brief(e)))
+
+    def brief(self, e):
+        """An error in one line, the token masked; an unexpected one also names its type."""
+        line = _one_line(e)
+        if not isinstance(e, VpdError):
+            line = "%s: %s" % (type(e).__name__, line) if line else type(e).__name__
+        return self.api.mask(line)
+
+    def unexpected(self, what, e):
+        """Log an error no layer expected: one line, and its traceback at debug level only."""
+        self.warn("bot: %s failed: %s" % (what, self.brief(e)))
+        self.debug(self.api.mask("bot: %s: %s" % (what, traceback.format_exc().rstrip())))
+
     def last_apply(self):
         try:
             return os.stat(os.path.join(self.state_dir, "state.json")).st_mtime
@@ -83,7 +103,7 @@ class Bot:
         try:
             res = self.router.edit(change)
         except VpdError as e:
-            return esc(self.t(ctx, "failed", error=_one_line(e)))
+            return self.failed(ctx, e)
         if not res.summary:
             return esc(self.t(ctx, "nothing", why="; ".join(res.notes) or "-"))
         self.log("bot: %s (user %s)" % (res.summary, ctx.user))
@@ -94,7 +114,7 @@ class Bot:
         try:
             server, ms = self.router.use(cfg, key)
         except VpdError as e:
-            return esc(self.t(ctx, "failed", error=_one_line(e)))
+            return self.failed(ctx, e)
         self.log("bot: xray switched to %s (user %s)" % (server.get("id"), ctx.user))
         return esc(self.t(ctx, "switched", server=server.get("name") or server.get("id"), ms=ms))
 
@@ -138,8 +158,13 @@ class Bot:
             return self.reply(ctx, esc(self.t(ctx, "unknown_cmd")))
         try:
             handler(self, ctx, words[1:])
-        except (ConfigError, VpdError) as e:
-            self.reply(ctx, esc(self.t(ctx, "failed", error=_one_line(e))))
+        except (BadToken, Unreachable):
+            raise  # Telegram itself: the loop deals with it
+        except VpdError as e:
+            self.reply(ctx, self.failed(ctx, e))
+        except Exception as e:  # noqa: B902 - one command must not end the daemon
+            self.unexpected("/%s" % name, e)
+            self.reply(ctx, self.failed(ctx, e))
 
     def _callback(self, q, stale):
         msg = q.get("message") or {}
@@ -150,8 +175,13 @@ class Bot:
         ctx = Request(chat.get("id"), user.get("id"), self.tg.language, msg.get("message_id"))
         try:
             note = buttons.pressed(self, ctx, q.get("data"), msg.get("message_id"))
-        except (ConfigError, VpdError) as e:
-            note = _one_line(e)[:200]
+        except (BadToken, Unreachable):
+            raise
+        except VpdError as e:
+            note = self.brief(e)[:200]
+        except Exception as e:  # noqa: B902 - one button must not end the daemon
+            self.unexpected("a button", e)
+            note = self.t(ctx, "failed", error=self.brief(e))[:200]
         self.api.answer(q.get("id"), note)
 
     def _pair(self, ctx, user, args):
@@ -163,7 +193,7 @@ class Bot:
         try:
             res = self.router.edit(add_admin(ctx.user))
         except VpdError as e:
-            return self.reply(ctx, esc(self.t(ctx, "failed", error=_one_line(e))))
+            return self.reply(ctx, self.failed(ctx, e))
         if res.cfg is not None:
             self.tg.admins = list(res.cfg.telegram.admins)
         self.log("bot: user ID %s paired as admin" % ctx.user)
@@ -201,12 +231,16 @@ class Bot:
         return skipped
 
     def _safe(self, update, stale=False):
+        """One update (its offset already taken, so it is confirmed whatever happens here); only a
+        bad token ends the daemon."""
         try:
             self.handle(update, stale)
+        except BadToken:
+            raise
         except (ApiError, Unreachable) as e:
-            if isinstance(e, BadToken):
-                raise
             self.log("bot: answering update %s: %s" % (update.get("update_id"), e))
+        except Exception as e:  # noqa: B902 - one update must not end the daemon
+            self.unexpected("update %s" % update.get("update_id"), e)
 
     def poll_once(self, timeout=LONG_POLL):
         self.polling = True
@@ -227,14 +261,22 @@ class Bot:
             return
         if self.clock() >= self.next_alerts:
             self.next_alerts = self.clock() + self.tg.alerts.interval_s
-            try:
-                cfg = cfg or self.router.config()
-                states, events, drift = self.router.alert_inputs(cfg, self.alerts.since)
-                messages = self.alerts.observe(self.clock(), states, events, drift)
-                self.alerts.enqueue(messages, self.recipients())
-            except VpdError as e:
-                self.log("bot: alerts: %s" % _one_line(e))
-        self.alerts.drain(self.api)
+            self._observe(cfg)
+        try:
+            self.alerts.drain(self.api)
+        except Exception as e:  # noqa: B902 - a failed tick must not end the daemon
+            self.unexpected("sending alerts", e)
+
+    def _observe(self, cfg=None):
+        """Read the alert inputs and queue what changed; a failure is logged, the next tick runs."""
+        try:
+            cfg = cfg or self.router.config()
+            states, events, drift = self.router.alert_inputs(cfg, self.alerts.since)
+            self.alerts.enqueue(self.alerts.observe(self.clock(), states, events, drift), self.recipients())
+        except VpdError as e:
+            self.log("bot: alerts: %s" % _one_line(e))
+        except Exception as e:  # noqa: B902
+            self.unexpected("alerts", e)
 
     def recipients(self):
         from .access import PINS, _read
@@ -243,7 +285,7 @@ class Bot:
 
     def run(self, rounds=None):
         """The loop until stop() (SIGTERM) or a bad token; `rounds` bounds it (tests)."""
-        conflict = unreachable = 0
+        conflict = unreachable = broken = 0
         logged = None
         started = False
         while not self.stopping and (rounds is None or rounds > 0):
@@ -259,7 +301,7 @@ class Bot:
                 if self.alerts is not None:
                     wait = max(0, min(wait, int(self.next_alerts - self.clock())))
                 self.poll_once(wait)
-                conflict = unreachable = 0
+                conflict = unreachable = broken = 0
                 logged = None
             except BadToken:
                 raise BotError("bad token: Telegram refused it (401); check telegram.token or token_file")
@@ -281,6 +323,13 @@ class Bot:
                 self.tick_alerts_queue_only()
             except Stop:
                 break
+            except Exception as e:  # noqa: B902 - nothing but a bad token or a signal ends the daemon
+                step = min(MAX_BACKOFF, 2 ** min(broken, 8))
+                if logged != ("bug", step):
+                    logged = ("bug", step)
+                    self.unexpected("polling (retrying in %d s)" % step, e)
+                broken += 1
+                self.sleep(step)
         return 0
 
     def tick_alerts_queue_only(self):
@@ -288,11 +337,7 @@ class Bot:
         if self.alerts is None or self.clock() < self.next_alerts:
             return
         self.next_alerts = self.clock() + self.tg.alerts.interval_s
-        try:
-            states, events, drift = self.router.alert_inputs(self.router.config(), self.alerts.since)
-            self.alerts.enqueue(self.alerts.observe(self.clock(), states, events, drift), self.recipients())
-        except VpdError as e:
-            self.log("bot: alerts: %s" % _one_line(e))
+        self._observe()
 
 
 def _date(update):
@@ -309,18 +354,10 @@ def lock(state_dir, token):
     from .. import state
     state.ensure_dir(state_dir)
     path = os.path.join(state_dir, "bot-%s.lock" % hashlib.sha256(token.encode()).hexdigest()[:12])
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        holder = os.pread(fd, 16, 0).decode("ascii", "replace").strip()
-        os.close(fd)
-        if e.errno in (errno.EAGAIN, errno.EACCES):
-            raise BotError("another bot polls with this token%s" % (" (PID %s)" % holder if holder.isdigit() else ""))
-        raise
-    os.ftruncate(fd, 0)
-    os.write(fd, b"%d\n" % os.getpid())
-    return fd
+        return state.pid_lock(path, mode=0o600)
+    except state.Held as e:
+        raise BotError("another bot polls with this token%s" % e.holder)
 
 
 def serve(bot):

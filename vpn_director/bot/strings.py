@@ -40,11 +40,14 @@ EN = {
     "tunnels": "Tunnels",
     "no_tunnels": "no tunnel has clients",
     "lists": "Country lists",
+    "kill_switch_off": "(kill switch off)",
+    "list_entries": "%(n)s entries",
     "last_apply": "Last apply: %(when)s",
     "never": "never",
     "devices_none": "No devices known (no names, no DHCP leases, no clients).",
     "clients_none": "No clients: every device goes direct.",
     "pick_device": "Tap a device to change its route.",
+    "paused_mark": "(paused)",
     "device_menu": "%(device)s goes %(route)s. Route it:",
     "via": "via %(via)s",
     "direct": "direct",
@@ -60,8 +63,10 @@ EN = {
     "exclusions": "Exclusions",
     "exclude_usage": "/exclude add|remove CC|IP|CIDR [xray|TUNNEL]; country codes are two letters (de, ru).",
     "trace_usage": "/trace DEVICE DEST: a device name, MAC or address, then an IPv4 destination.",
+    "trace_detail": "table %(table)s, mark %(mark)s",
     "logs_none": "No log file: set advanced.log.file in the config.",
     "logs_empty": "The log file is empty.",
+    "log_lines": "%(n)s lines",
     "ip_head": "External address per path",
     "unmeasured": "not measured: %(why)s",
     "servers_none": "No Xray servers stored (/import LINK).",
@@ -84,6 +89,22 @@ EN = {
     "a_xray": "Xray %(kind)s: %(detail)s",
     "a_flapping": "%(subject)s is flapping (%(n)s changes in %(minutes)s min); quiet until it settles.",
     "a_settled": "%(subject)s settled: %(state)s",
+    "a_state": "%(subject)s: %(state)s",
+    # what alerts are about (alerts.py: subject "tunnel wgc1" -> s_tunnel, state "up" -> st_up, Xray kinds)
+    "s_tunnel": "tunnel %(name)s",
+    "s_list": "list %(name)s",
+    "st_up": "up",
+    "st_blocked": "blocked",
+    "st_leaking": "leaking",
+    "st_unknown": "unknown",
+    "st_fresh": "fresh",
+    "st_stale": "stale",
+    "x_switch": "switch",
+    "x_return": "return",
+    "x_recovery": "recovery",
+    "x_all-down": "all-down",
+    "x_failed": "failed",
+    "x_limit": "limit",
 }
 
 RU = {
@@ -122,11 +143,14 @@ RU = {
     "tunnels": "Туннели",
     "no_tunnels": "ни у одного туннеля нет клиентов",
     "lists": "Списки стран",
+    "kill_switch_off": "(kill switch выключен)",
+    "list_entries": "записей: %(n)s",
     "last_apply": "Последнее применение: %(when)s",
     "never": "никогда",
     "devices_none": "Устройства неизвестны (нет имён, аренд DHCP и клиентов).",
     "clients_none": "Клиентов нет: все устройства идут напрямую.",
     "pick_device": "Нажмите на устройство, чтобы изменить маршрут.",
+    "paused_mark": "(пауза)",
     "device_menu": "%(device)s идёт %(route)s. Направить:",
     "via": "через %(via)s",
     "direct": "напрямую",
@@ -142,8 +166,10 @@ RU = {
     "exclusions": "Исключения",
     "exclude_usage": "/exclude add|remove CC|IP|CIDR [xray|ТУННЕЛЬ]; код страны из двух букв (de, ru).",
     "trace_usage": "/trace УСТРОЙСТВО АДРЕС: имя, MAC или адрес устройства и адрес IPv4.",
+    "trace_detail": "таблица %(table)s, метка %(mark)s",
     "logs_none": "Файла журнала нет: задайте advanced.log.file в конфигурации.",
     "logs_empty": "Журнал пуст.",
+    "log_lines": "строк: %(n)s",
     "ip_head": "Внешний адрес по каждому пути",
     "unmeasured": "не измерен: %(why)s",
     "servers_none": "Серверов Xray нет (/import ССЫЛКА).",
@@ -165,6 +191,21 @@ RU = {
     "a_xray": "Xray %(kind)s: %(detail)s",
     "a_flapping": "%(subject)s мигает (%(n)s изменений за %(minutes)s мин); молчу, пока не успокоится.",
     "a_settled": "%(subject)s успокоился: %(state)s",
+    "a_state": "%(subject)s: %(state)s",
+    "s_tunnel": "туннель %(name)s",
+    "s_list": "список %(name)s",
+    "st_up": "работает",
+    "st_blocked": "заблокирован",
+    "st_leaking": "в обход туннеля",
+    "st_unknown": "неизвестно",
+    "st_fresh": "свежий",
+    "st_stale": "устарел",
+    "x_switch": "переключение",
+    "x_return": "возврат",
+    "x_recovery": "восстановление",
+    "x_all-down": "все серверы недоступны",
+    "x_failed": "сбой",
+    "x_limit": "лимит переключений",
 }
 
 TABLES = {"en": EN, "ru": RU}
@@ -174,3 +215,9 @@ def text(lang, key, **fields):
     """The string `key` in `lang` (English if missing there), fields filled in as given."""
     template = TABLES.get(lang, EN).get(key) or EN[key]
     return template % fields if fields else template
+
+
+def word(lang, prefix, value, **fields):
+    """text(lang, prefix + value) for a value another layer names (a state, an event kind), or the
+    value itself when the table has no such key (a new kind is shown, not lost)."""
+    return text(lang, prefix + value, **fields) if prefix + str(value) in EN else str(value)

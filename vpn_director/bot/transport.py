@@ -16,14 +16,17 @@ import time
 import urllib.parse
 
 from ..xray import socks
+from . import BotError
 
 CONNECT_TIMEOUT = 10.0
 REPROBE_S = 600
 DIRECT, SOCKS = "direct", "socks"
 
 
-class Unreachable(Exception):
-    """No answer from the Bot API; `written` is True when the request may have reached it."""
+class Unreachable(BotError):
+    """No answer from the Bot API; `written` is True when the request may have reached it. The
+    poller backs off; a handler never answers it with "failed" (that answer would not get through
+    either)."""
 
     def __init__(self, message, written=False):
         super().__init__(message)

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from .. import config, log
+from .. import log
 from ..errors import EXIT_OK
 from . import XrayError
 
@@ -85,10 +85,7 @@ def register(sub, common):
 
 def _cfg(args, out):
     from ..ops import txn
-    cfg = config.load(txn.config_path(args.config))
-    for w in cfg.warnings:
-        out.warn(w)
-    return cfg
+    return txn.load(args.config, out.warn)
 
 
 def _logged(cfg, out):

@@ -14,8 +14,6 @@ round (cron). SIGTERM or SIGINT ends the loop after the current round, so a swit
 finishes (or is rolled back) first.
 """
 
-import errno
-import fcntl
 import os
 import signal
 import threading
@@ -227,19 +225,10 @@ def _save(state_dir, change):
 def lock(state_dir):
     """The daemon's lock: an open fd holding <state_dir>/watchd.pid, or XrayError naming the holder."""
     state.ensure_dir(state_dir)
-    path = os.path.join(state_dir, PID)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        holder = os.pread(fd, 16, 0).decode("ascii", "replace").strip()
-        os.close(fd)
-        if e.errno in (errno.EAGAIN, errno.EACCES):
-            raise XrayError("another watch daemon runs%s" % (" (PID %s)" % holder if holder.isdigit() else ""))
-        raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, b"%d\n" % os.getpid(), 0)
-    return fd
+        return state.pid_lock(os.path.join(state_dir, PID), mode=0o644)
+    except state.Held as e:
+        raise XrayError("another watch daemon runs%s" % e.holder)
 
 
 def daemon_pid(state_dir):
