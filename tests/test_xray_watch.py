@@ -350,14 +350,14 @@ def test_one_daemon_per_state_dir_and_sigterm_ends_it_after_the_round(world):
     assert len(rounds) == 2 and signal.getsignal(signal.SIGTERM) == before
     assert ("note", "watch: stopped") in w.out.lines
     assert events.load_state(w.state_dir)["last_check"]["ok"]  # the round that got the signal finished
-    assert watch.daemon_pid(w.state_dir) is None
+    assert events.daemon_pid(w.state_dir) is None
 
 
 def test_the_loop_waits_the_interval_and_a_stop_event_ends_it(world):
     w = world()
     stop = threading.Event()
     rounds = []
-    w.routing = lambda cfg, out: rounds.append(watch.daemon_pid(w.state_dir)) or (len(rounds) == 2 and stop.set())
+    w.routing = lambda cfg, out: rounds.append(events.daemon_pid(w.state_dir)) or (len(rounds) == 2 and stop.set())
     t = threading.Thread(target=watch.run, args=(w.daemon.cfg, w.out), kwargs={"effects": w, "stop": stop})
     t.start()
     t.join(10)

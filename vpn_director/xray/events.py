@@ -26,6 +26,7 @@ import os
 from .. import log, state
 from . import failover
 
+PID = "watchd.pid"  # the running daemon's lock and PID (watch.lock)
 EVENTS = "events.jsonl"
 HEALTH = "xray-health.json"
 MAX_LINES = 500
@@ -130,3 +131,14 @@ TYPES = {"active": (str, type(None)), "consecutive_failures": (int,), "last_chec
 def save_state(state_dir, st):
     state.write_atomic(os.path.join(state_dir, HEALTH),
                        json.dumps(st, indent=1, sort_keys=True, ensure_ascii=False) + "\n", mode=0o644)
+
+
+def daemon_pid(state_dir):
+    """The running daemon's PID, or None."""
+    try:
+        with open(os.path.join(state_dir, PID)) as f:
+            pid = int(f.read().strip() or 0)
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return pid if b"watch" in f.read() else None
+    except (OSError, ValueError):
+        return None

@@ -123,8 +123,7 @@ def health(cfg):
     side = cfg.xray.side
     st = events.load_state(cfg.state_dir)
     now = time.time()
-    from . import watch
-    return {"daemon_pid": watch.daemon_pid(cfg.state_dir), "enabled": side.health.enabled,
+    return {"daemon_pid": events.daemon_pid(cfg.state_dir), "enabled": side.health.enabled,
             "failover": side.failover.enabled, "fail_threshold": side.health.fail_threshold,
             "active": st["active"], "consecutive_failures": st["consecutive_failures"],
             "last_check": st["last_check"], "wan": st["wan"], "wan_how": st["wan_how"], "all_down": st["all_down"],

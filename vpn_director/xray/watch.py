@@ -24,7 +24,7 @@ from ..errors import VpdError
 from ..ops import txn
 from . import XrayError, actions, events, failover, health, store
 
-PID = "watchd.pid"
+PID = events.PID
 
 
 class Effects:
@@ -229,17 +229,6 @@ def lock(state_dir):
         return state.pid_lock(os.path.join(state_dir, PID), mode=0o644)
     except state.Held as e:
         raise XrayError("another watch daemon runs%s" % e.holder)
-
-
-def daemon_pid(state_dir):
-    """The running daemon's PID, or None."""
-    try:
-        with open(os.path.join(state_dir, PID)) as f:
-            pid = int(f.read().strip() or 0)
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return pid if b"watch" in f.read() else None
-    except (OSError, ValueError):
-        return None
 
 
 def run(cfg, out, once=False, effects=None, clock=time.time, stop=None):
