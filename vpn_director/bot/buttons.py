@@ -41,8 +41,9 @@ def device_menu(bot, ctx, cfg, addr, edit):
     if row is None:
         return bot.reply(ctx, esc(bot.t(ctx, "outdated")), edit=edit)
     tag = callbacks.tag(cfg)
-    ways = ([("x", "xray")] if config.xray_enabled(cfg) or "xray" in row.get("listed_in", []) else []) + [
-        (str(i), t.name) for i, t in enumerate(cfg.tunnels) if t.table != config.MAIN_TABLE]
+    from ..ops import devices
+    index = {t.name: str(i) for i, t in enumerate(cfg.tunnels)}
+    ways = [("x" if via == "xray" else index[via], via) for via in devices.vias(cfg)]
     keys = [button(bot.t(ctx, "via", via=name), callbacks.encode(tag, "m", addr, k)) for k, name in ways
             if row["via"] != name]
     if row["via"] != "direct" or row.get("listed_in"):
@@ -89,8 +90,8 @@ def ask(bot, ctx, cfg, what, question, edit=None):
 def _change(what):
     from ..ops import clients
     kind, args = what[0], what[1:]
-    if kind == "move":
-        return clients.move(args[0], args[1])
+    if kind == "move":  # a device's "via ..." or "direct" button
+        return clients.route_device(args[0], args[1])
     return {"pause": clients.pause, "resume": clients.resume, "remove": clients.remove}[kind](args[0])
 
 

@@ -43,21 +43,9 @@ class Router:
         return clients.rows(cfg, names.load(cfg))
 
     def devices(self, cfg):
-        """The clients, then every other device with a DHCP lease or a name: address, name, via, paused."""
-        from ..ops import leases, names, route
-        rows = self.clients(cfg)
-        known = {r["address"] for r in rows}
-        shown = names.load(cfg)
-        routes = None
-        extra = [lease.ip for lease in leases.read(cfg.leases_file)] + [names.text(n) for n in cfg.names]
-        for addr in dict.fromkeys(extra):
-            if addr in known:
-                continue
-            routes = routes or route.Routes(cfg)
-            rows.append({"address": addr, "name": shown.get(addr) or "", "paused": False,
-                         "via": routes.shown(config.parse_net(addr)), "listed_in": []})
-            known.add(addr)
-        return rows
+        """The clients and every other device with a DHCP lease or a name (ops.devices)."""
+        from ..ops import devices
+        return devices.rows(cfg)
 
     def logs(self, cfg, lines):
         return log.tail(cfg.log_file, lines) if cfg.log_file else None

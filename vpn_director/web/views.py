@@ -101,9 +101,15 @@ def status(app, req, session):
 
 @route("GET", "/devices")
 def devices(app, req, session):
-    from . import devices as listing
+    from ..ops import devices as listing
     cfg = app.config()
-    return dict(listing.listing(cfg), warnings=cfg.warnings)
+    return {"devices": listing.rows(cfg), "vias": listing.vias(cfg), "warnings": cfg.warnings}
+
+
+@route("POST", "/devices/(?P<address>[^/]+)/route")
+def device_route(app, req, session, address):
+    from ..ops import clients
+    return edit(app, req, session, clients.route_device(address, text(req.json(), "via")))
 
 
 @route("GET", "/clients")

@@ -25,12 +25,9 @@ function deviceCard(d, vias, reload) {
   const choose = h('select', { 'aria-label': 'route via', class: 'via', 'data-address': d.address },
     vias.concat(['direct']).map((v) => h('option', { value: v, selected: v === d.via && !d.paused }, v)));
   const move = h('button', { type: 'button', class: 'move' }, 'Route');
-  move.addEventListener('click', () => run(() => {
-    if (d.client) return post(path + '/move', { via: choose.value });
-    // not a client itself: direct means a pause when it is inside a routed subnet
-    if (choose.value === 'direct') return d.inside.length ? post(path + '/pause') : Promise.resolve({ summary: d.address + ' already goes direct' });
-    return post('/clients', { address: d.address, via: choose.value });
-  }, reload));
+  // the server decides what "route via" means for this device (move, add, or a pause for direct)
+  move.addEventListener('click', () => run(() => post('/devices/' + encodeURIComponent(d.address) + '/route',
+    { via: choose.value }), reload));
   const actions = [h('span', { class: 'via-pick' }, choose, move)];
   if (d.client && !d.paused && listed) {
     actions.push(h('button', { type: 'button', onclick: () => run(() => post(path + '/pause'), reload) }, 'Pause'));
