@@ -64,14 +64,11 @@ def server_list(bot, ctx, cfg, edit=None):
     servers = bot.router.servers(cfg)
     if not servers:
         return bot.reply(ctx, esc(bot.t(ctx, "servers_none")), edit=edit)
-    tag, active = callbacks.tag(cfg), cfg.xray.side.active_server
-    rows = []
-    for i, s in enumerate(servers, start=1):
-        ms = (s.get("status") or {}).get("latency_ms")
-        rows.append(("*" if s["id"] == active else "", str(i), s.get("name", "")[:32], s.get("label", ""),
-                     "%d ms" % ms if isinstance(ms, int) else "-"))
-    keys = [button("%d %s" % (i, s.get("name", "")[:30]), callbacks.encode(tag, "sw", s["id"]))
-            for i, s in enumerate(servers[:MAX_SERVERS], start=1) if s["id"] != active]
+    tag = callbacks.tag(cfg)
+    rows = [("*" if s["active"] else "", str(s["number"]), s["name"][:32], s["label"],
+             "%d ms" % s["latency_ms"] if isinstance(s["latency_ms"], int) else "-") for s in servers]
+    keys = [button("%d %s" % (s["number"], s["name"][:30]), callbacks.encode(tag, "sw", s["id"]))
+            for s in servers[:MAX_SERVERS] if not s["active"]]
     grid = [keys[i:i + 2] for i in range(0, len(keys), 2)]
     bot.reply(ctx, b(bot.t(ctx, "servers_head")) + "\n" + pre_chunks(table(rows))[0], grid, edit=edit)
 

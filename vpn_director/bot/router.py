@@ -51,8 +51,9 @@ class Router:
         return log.tail(cfg.log_file, lines) if cfg.log_file else None
 
     def servers(self, cfg):
-        from ..xray import store
-        return store.load(cfg.data_dir).servers
+        """xray servers' rows (xray.actions.server_rows): no credentials."""
+        from ..xray import actions
+        return actions.server_rows(cfg)
 
     def use(self, cfg, key):
         from ..xray import actions

@@ -230,9 +230,9 @@ def rollback(app, req, session):
 @route("GET", "/servers")
 def servers(app, req, session):
     from .. import config
-    from ..xray import cli as xray_cli, store
+    from ..xray import actions
     cfg = app.config()
-    return {"servers": xray_cli.server_rows(cfg, store.load(cfg.data_dir)), "active": cfg.xray.side.active_server,
+    return {"servers": actions.server_rows(cfg), "active": cfg.xray.side.active_server,
             "xray_clients": config.xray_enabled(cfg)}
 
 

@@ -215,6 +215,21 @@ def restart(cfg, backend=None):
         return switch.restart(cfg, backend)
 
 
+def server_rows(cfg, st=None):
+    """The stored servers as rows for lists (`xray servers`, the web UI, the bot): number, id,
+    name, kind, address, port, resolved addresses, source, active, last check. No credentials."""
+    st = store.load(cfg.data_dir) if st is None else st
+    rows = []
+    for i, s in enumerate(st.servers, start=1):
+        status = s.get("status") or {}
+        rows.append({"number": i, "id": s["id"], "name": s.get("name", ""), "label": s.get("label", ""),
+                     "address": s.get("address", ""), "port": s.get("port"), "ips": s.get("ips", []),
+                     "source": s.get("source", ""), "active": s["id"] == cfg.xray.side.active_server,
+                     "latency_ms": status.get("latency_ms"), "error": status.get("error", ""),
+                     "checked": status.get("checked")})
+    return rows
+
+
 def counts_text(counts):
     """"stored 12, insecure 2, plaintext 1" from subscription.counts()."""
     return ", ".join("%s %d" % (k, v) for k, v in counts.items() if v) or "nothing"

@@ -223,23 +223,10 @@ def _update(cfg, subs, out):
     return 1 if failed else EXIT_OK
 
 
-def server_rows(cfg, st):
-    """The stored servers as rows for lists: no credentials (ids, names, addresses, last checks)."""
-    rows = []
-    for i, s in enumerate(st.servers, start=1):
-        status = s.get("status") or {}
-        rows.append({"number": i, "id": s["id"], "name": s.get("name", ""), "label": s.get("label", ""),
-                     "address": s.get("address", ""), "port": s.get("port"), "ips": s.get("ips", []),
-                     "source": s.get("source", ""), "active": s["id"] == cfg.xray.side.active_server,
-                     "latency_ms": status.get("latency_ms"), "error": status.get("error", ""),
-                     "checked": status.get("checked")})
-    return rows
-
-
 def cmd_servers(args, out):
-    from . import store
+    from . import actions
     cfg = _cfg(args, out)
-    rows = server_rows(cfg, store.load(cfg.data_dir))
+    rows = actions.server_rows(cfg)
     if args.json:
         print(json.dumps({"servers": rows, "active": cfg.xray.side.active_server}, indent=1, ensure_ascii=False))
         return EXIT_OK
