@@ -7,7 +7,8 @@ import json
 import pytest
 
 from botfake import ADMIN, TOKEN, FakeBotApi
-from test_ops import BASE, conf  # noqa: F401 - conf is a fixture
+import test_ops
+from test_ops import BASE
 from vpn_director import config
 from vpn_director.bot.api import Api
 from vpn_director.bot.poller import Bot
@@ -16,6 +17,8 @@ from vpn_director.bot.transport import Transport
 from vpn_director.ops import devices, txn
 from vpn_director.xray import actions
 from webtest import SECRET_PASSWORD, SECRET_UUID, store_servers
+
+conf = test_ops.conf  # the config fixture of the operations layer's tests
 
 
 class WriteOnly(Router):
@@ -26,7 +29,7 @@ class WriteOnly(Router):
 
 
 @pytest.fixture
-def bot(conf):  # noqa: F811
+def bot(conf):
     raw = json.loads(json.dumps(BASE))
     raw["telegram"] = {"token": TOKEN, "admins": [ADMIN]}
     path = conf(raw)

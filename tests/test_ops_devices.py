@@ -5,10 +5,13 @@ import json
 
 import pytest
 
-from test_ops import BASE, conf, edit, load  # noqa: F401 - conf is a fixture
+import test_ops
+from test_ops import BASE, edit, load
 from vpn_director import config
 from vpn_director.bot.router import Router
 from vpn_director.ops import OpsError, clients, devices, leases, names
+
+conf = test_ops.conf  # the config fixture of the operations layer's tests
 
 
 def base(**extra):
@@ -17,7 +20,7 @@ def base(**extra):
     return raw
 
 
-def test_rows_are_clients_leases_and_named_single_addresses(conf):  # noqa: F811
+def test_rows_are_clients_leases_and_named_single_addresses(conf):
     cfg = config.load(conf(base(names={"192.168.50.40": "printer", "192.168.50.64/27": "kids"},
                                 paused_clients=["192.168.50.77"])))
     rows = devices.rows(cfg)
@@ -46,13 +49,13 @@ def test_rows_are_clients_leases_and_named_single_addresses(conf):  # noqa: F811
     assert devices.vias(cfg) == ["xray", "wgc2", "wgc1"]
 
 
-def test_the_bot_lists_the_same_devices(conf):  # noqa: F811
+def test_the_bot_lists_the_same_devices(conf):
     path = conf(base(names={"192.168.50.40": "printer"}, paused_clients=["192.168.50.24"]))
     cfg = config.load(path)
     assert Router(path).devices(cfg) == devices.rows(cfg)
 
 
-def test_route_device(conf):  # noqa: F811
+def test_route_device(conf):
     path = conf()
     # inside wgc1's 192.168.50.0/24 and in no list: direct is a pause
     res = edit(path, clients.route_device("192.168.50.24", "direct"))

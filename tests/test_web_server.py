@@ -6,6 +6,8 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 import io
 
@@ -180,6 +182,39 @@ def test_login_rate_limit(web):
     assert c.login()[0] == 200
 
 
+def test_parallel_wrong_passwords_cannot_pass_the_rate_limit(web, monkeypatch):
+    """32 logins at once: the attempts are counted before the (slow) check, so only 5 passwords
+    are ever checked in the window and every other attempt gets 429 unchecked."""
+    from vpn_director.web import crypt
+    checked, lock = [], threading.Lock()
+    real = crypt.verify
+
+    def slow_verify(password, stored):
+        with lock:
+            checked.append(password)
+        time.sleep(0.2)  # every request is past the rate limit check before the first check ends
+        return real(password, stored)
+    monkeypatch.setattr(crypt, "verify", slow_verify)
+    clients = [client(web, login=False) for _ in range(32)]
+    start = threading.Barrier(len(clients))
+    answers = []
+
+    def attempt(c, i):
+        start.wait()
+        answers.append(c.request("POST", "/api/v1/login", {"username": "admin", "password": "guess %d" % i})[0])
+    threads = [threading.Thread(target=attempt, args=(c, i)) for i, c in enumerate(clients)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(checked) == 5 and sorted(answers) == [401] * 5 + [429] * 27
+        assert client(web, login=False).login()[0] == 429  # the right password too, until the window ends
+        assert len(checked) == 5
+    finally:
+        web.app.limiter.succeeded("127.0.0.1")
+
+
 def test_unknown_and_locked_users_answer_like_a_wrong_password(web):
     answers = {json.dumps(client(web, login=False).login(user, pw)) for user, pw in
                (("admin", "wrong"), ("locked", PASSWORD), ("ghost", PASSWORD), ("root", ""))}
@@ -290,11 +325,15 @@ def test_rate_limit_window():
     lim = sessions.Limiter(clock=lambda: now[0])
     for _ in range(5):
         assert lim.retry_after("10.0.0.1") == 0
-        lim.failed("10.0.0.1")
+        assert lim.reserve("10.0.0.1") == 0  # the attempt's slot is taken before its check
         now[0] += 10
     assert lim.retry_after("10.0.0.1") == 300 - 50 and lim.retry_after("10.0.0.2") == 0
+    assert lim.reserve("10.0.0.1") == 300 - 50 and lim.retry_after("10.0.0.1") == 300 - 50  # refused: no slot
     now[0] += 250
     assert lim.retry_after("10.0.0.1") == 0
+    assert lim.reserve("10.0.0.1") == 0
+    lim.succeeded("10.0.0.1")  # a success frees them all
+    assert all(lim.reserve("10.0.0.1") == 0 for _ in range(5)) and lim.reserve("10.0.0.1") > 0
 
 
 def test_static_files_are_served_from_the_pyz(tmp_path):
