@@ -3,6 +3,7 @@ list and its "direct" button are ops.devices and ops.clients.route_device, its s
 xray.actions.server_rows, as in the web UI."""
 
 import json
+import os
 
 import pytest
 
@@ -34,6 +35,9 @@ def bot(conf):
     raw["telegram"] = {"token": TOKEN, "admins": [ADMIN]}
     path = conf(raw)
     cfg = config.load(path)
+    os.makedirs(os.path.join(cfg.data_dir, "ipsets"))
+    with open(os.path.join(cfg.data_dir, "ipsets", "ru.zone"), "w") as fh:
+        fh.write("77.88.0.0/16\n")  # the country list a trace reads
     fake = FakeBotApi()
     b = Bot(cfg.telegram, Api(TOKEN, Transport(fake.url), sleep=lambda x: None), WriteOnly(path), cfg.state_dir,
             log=lambda m: None, warn=lambda m: None, alerts=False)
@@ -78,3 +82,13 @@ def test_servers_are_the_shared_rows_without_credentials(bot):
     assert "First" in text and "Second" in text
     assert SECRET_UUID not in json.dumps(bot.fake.calls) and SECRET_PASSWORD not in json.dumps(bot.fake.calls)
     assert [label for label, _ in bot.fake.last_buttons()] == ["2 Second"]  # no switch to the active one
+
+
+def test_trace_takes_a_device_name_or_mac_like_the_web_ui(bot):
+    for token in ("annas-phone", "aa:bb:cc:dd:ee:01", "192.168.50.23"):
+        bot.fake.user_sends("/trace %s 8.8.8.8" % token)
+    bot.fake.user_sends("/trace 192.168.50.0/24 8.8.8.8")  # a subnet is no device
+    bot.poll_once(timeout=0)
+    texts = [p["text"] for p in bot.fake.sent()]
+    assert all(t.startswith("192.168.50.23 → 8.8.8.8: <b>wgc1</b>") for t in texts[:3]), texts
+    assert len(texts) == 4 and "192.168.50.0" not in texts[3]

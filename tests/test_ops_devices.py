@@ -85,3 +85,15 @@ def test_route_device(conf):
     assert edit(path, clients.route_device("192.168.50.20", "wgc2")).summary == ""
     with pytest.raises(OpsError, match="unknown tunnel 'wgc9'"):
         edit(path, clients.route_device("192.168.50.30", "wgc9"))
+
+
+def test_a_trace_source_is_one_device(conf):
+    cfg = config.load(conf(base(names={"192.168.50.40": "printer", "192.168.50.64/27": "kids"})))
+    assert names.source("192.168.50.40", cfg) == ("192.168.50.40", None)
+    assert names.source("printer", cfg) == ("192.168.50.40", "printer is 192.168.50.40 (names)")
+    assert names.source("AA-BB-CC-DD-EE-01", cfg)[0] == "192.168.50.23"
+    assert names.source("annas-phone", cfg)[0] == "192.168.50.23"
+    for token, message in (("kids", "is a subnet"), ("192.168.50.0/24", "is a subnet"),
+                           ("kitchen-tv", "no device of that name or MAC")):
+        with pytest.raises(OpsError, match=message):
+            names.source(token, cfg)

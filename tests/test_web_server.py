@@ -272,7 +272,16 @@ def test_reads_match_the_command_line_reports(web):
     cfg = config.load(web.path)
     status, got, _, _ = c.request("POST", "/api/v1/trace", {"source": "192.168.50.20", "destination": "77.88.8.8"})
     assert status == 200 and got.pop("src_name") == "phone" and got.pop("live") is False
+    assert got.pop("source") == "192.168.50.20"
     assert got == reports.trace_report(cfg, "192.168.50.20", "77.88.8.8")
+    # a device name or MAC is found as everywhere else (ops.names.source: config names, DHCP leases)
+    for token, addr, name in (("phone", "192.168.50.20", "phone"), ("AA:BB:CC:DD:EE:02", "192.168.50.77", "tv"),
+                              ("laptop", "192.168.50.10", "laptop")):
+        status, obj, _, _ = c.request("POST", "/api/v1/trace", {"source": token, "destination": "77.88.8.8"})
+        assert status == 200 and (obj["source"], obj["src_name"]) == (addr, name), obj
+    for token, message in (("192.168.50.0/24", "is a subnet: give one device"), ("kitchen", "no device of that")):
+        status, obj, _, _ = c.request("POST", "/api/v1/trace", {"source": token, "destination": "77.88.8.8"})
+        assert status == 400 and message in obj["error"], obj
     status, obj, _, _ = c.request("POST", "/api/v1/trace", {"source": "192.168.50.20", "destination": "nowhere"})
     assert status == 400 and obj["error"] == "DST 'nowhere' is not an IPv4 address"
     devices = {d["address"]: d for d in c.request("GET", "/api/v1/devices")[1]["devices"]}

@@ -26,8 +26,10 @@ class Router:
         return reports.status_report(cfg, txn.tools_for(cfg), names=names.load(cfg))
 
     def trace(self, cfg, src, dst):
+        """trace --json's verdict from SRC (an address, a device name or a MAC: ops.names.source)."""
         from .. import reports
-        return reports.trace_report(cfg, src, dst)
+        from ..ops import names
+        return reports.trace_report(cfg, names.source(src, cfg)[0], dst)
 
     def edit(self, change):
         """One config edit through the operations layer (validate, write, apply, history)."""
@@ -35,8 +37,10 @@ class Router:
         return txn.run(self.path, change)
 
     def resolve(self, cfg, token):
+        """A trace's source device -> (its /32 network, note); OpsError for a subnet or an unknown name."""
         from ..ops import names
-        return names.resolve(token, cfg)
+        addr, note = names.source(token, cfg)
+        return ipaddress.IPv4Network(addr), note
 
     def clients(self, cfg):
         from ..ops import clients, names

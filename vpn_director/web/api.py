@@ -71,9 +71,8 @@ class App:
         return bool(name) and name in self.hosts
 
     def config(self):
-        from .. import config
         from ..ops import txn
-        return config.load(txn.config_path(self.config_path))
+        return txn.load(self.config_path)
 
     def handle(self, req):
         try:

@@ -182,14 +182,15 @@ def trace(app, req, session):
     from .. import reports
     from ..ops import names, txn
     body = req.json()
-    src, dst = text(body, "source"), text(body, "destination")
+    token, dst = text(body, "source"), text(body, "destination")
     proto, port, live = body.get("proto", "tcp"), body.get("port"), body.get("live", False)
+    cfg = app.config()
+    src = names.source(token, cfg)[0]  # an address, a device name or a MAC; OpsError: 400
     reports.check_trace_args(src, dst, proto, port)  # UsageError: 400
     if live:
         _root("a live trace")
-    cfg = app.config()
     result = reports.trace_report(cfg, src, dst, proto, port, tools=txn.tools_for(cfg) if live else None)
-    return dict(result, src_name=names.load(cfg).get(src), live=bool(live))
+    return dict(result, source=src, src_name=names.load(cfg).get(src), live=bool(live))
 
 
 @route("GET", "/logs")

@@ -71,7 +71,7 @@ export async function devicesPage(main) {
 
 export async function tracePage(main, query) {
   const src = h('input', { name: 'source', id: 'trace-source', value: query.get('src') || '', required: true,
-    inputmode: 'decimal', placeholder: '192.168.50.10' });
+    autocapitalize: 'none', placeholder: 'address, device name or MAC' });
   const dst = h('input', { name: 'destination', id: 'trace-destination', value: query.get('dst') || '8.8.8.8',
     required: true, inputmode: 'decimal' });
   const proto = h('select', { name: 'proto' }, ['tcp', 'udp', 'icmp'].map((p) => h('option', { value: p }, p)));
@@ -91,7 +91,7 @@ export async function tracePage(main, query) {
         live: live.checked });
       const shown = r.route === 'tunnel' ? r.tunnel : r.route;
       replace(result, h('div', { class: 'card' },
-        h('p', { class: 'verdict' }, (r.src_name ? r.src_name + ' (' + src.value + ')' : src.value),
+        h('p', { class: 'verdict' }, (r.src_name ? r.src_name + ' (' + r.source + ')' : r.source),
           ' → ', dst.value, ': ', badge(shown, r.route === 'xray' ? 'xray' : r.route === 'tunnel' ? 'tunnel' : 'direct')),
         h('p', { class: 'muted small' }, 'table ', String(r.table), ' · mark ', r.mark,
           r.live ? ' · live kernel state' : ' · desired state'),
