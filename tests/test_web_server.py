@@ -14,18 +14,14 @@ import io
 import pytest
 
 from vpn_director import config, reports
-from vpn_director.web import api, cert, server, sessions
-from webtest import (COOKIE, PASSWORD, SECRET_PASSWORD, SECRET_SUB, SECRET_UUID, Client, store_servers,
+from vpn_director.web import sessions
+from webtest import (COOKIE, PASSWORD, SECRET_PASSWORD, SECRET_SUB, SECRET_UUID, Client, serve, store_servers,
                      write_shadow)
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "frame-ancestors 'none'", "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY", "Cache-Control": "no-store",
 }
-
-
-class Env:
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -42,21 +38,11 @@ def web(tmp_path_factory):
            "tunnel_director": {"tunnels": {"wgc1": {"clients": ["192.168.50.20"], "exclude": ["ru"]}}},
            "names": {"192.168.50.20": "phone"},
            "advanced": {"state_dir": str(d / "state"), "rt_tables": str(d / "rt_tables"),
-                        "leases_file": str(d / "leases"), "log": {"file": str(d / "vpd.log")}},
-           "webui": {"listen": ["127.0.0.1"], "shadow_file": write_shadow(d / "shadow")}}
-    path = d / "vpn-director.json"
-    path.write_text(json.dumps(raw, indent=1))
-    e = Env()
-    e.dir, e.path, e.shadow = d, str(path), d / "shadow"
+                        "leases_file": str(d / "leases"), "log": {"file": str(d / "vpd.log")}}}
+    e = serve(d, raw)
     e.server_ids = store_servers(d / "data")
-    cfg = config.load(e.path)
-    e.cafile, key = cfg.webui.cert_path(cfg.data_dir), cfg.webui.key_path(cfg.data_dir)
-    assert cert.ensure(e.cafile, key, ["127.0.0.1"], ["localhost"])
-    e.app = api.App(e.path, server.host_names(["127.0.0.1"]), cfg.webui.shadow_file)
-    servers = server.start(e.app, ["127.0.0.1"], 0, cert.context(e.cafile, key))
-    e.port = servers[0].server_address[1]
     yield e
-    server.stop(servers)
+    e.stop()
 
 
 def client(web, login=True):
@@ -253,16 +239,37 @@ def test_password_change_ends_the_session(web):
     assert c.request("GET", "/api/v1/devices")[0] == 401
 
 
-def test_no_secret_reaches_the_browser(web):
+def test_no_secret_reaches_the_browser(web, monkeypatch):
+    from vpn_director.xray import prober
     c = client(web)
     texts = []
     for path in ("/api/v1/servers", "/api/v1/devices", "/api/v1/clients", "/api/v1/exclusions", "/api/v1/session",
-                 "/api/v1/config/history", "/api/v1/logs?lines=50", "/"):
+                 "/api/v1/config/history", "/api/v1/logs?lines=50", "/", "/api/v1/status", "/api/v1/subscriptions"):
         status, _, _, text = c.request("GET", path)
-        assert status == 200, path
+        assert status == 200, (path, text)
         texts.append(text.decode())
     servers = json.loads(texts[0])["servers"]
     assert [s["id"] for s in servers] == web.server_ids and servers[1]["name"] == "Second"
+    assert "objects" in json.loads(texts[8])
+    assert [(s["id"], s["url"]) for s in json.loads(texts[9])["subscriptions"]] == [
+        ("main", "https://panel.example.net/…")]
+    # a server test's job, polled to its end: results name the servers, never their credentials
+    monkeypatch.setattr(prober, "test", lambda cfg, chosen, timeout_s=10.0: {
+        s["id"]: {"ok": s["name"] == "First", "latency_ms": 42 if s["name"] == "First" else None,
+                  "reason": "" if s["name"] == "First" else "no answer"} for s in chosen})
+    status, job, _, text = c.request("POST", "/api/v1/servers/test", {"all": True})
+    texts.append(text.decode())
+    while job["state"] == "running":
+        time.sleep(0.05)
+        status, job, _, text = c.request("GET", "/api/v1/jobs/" + job["id"])
+        texts.append(text.decode())
+    assert [(r["name"], r["ok"]) for r in job["result"]["results"]] == [("First", True), ("Second", False)]
+    # the subscription endpoints' refusals do not say the address back
+    for body in ({"id": "main", "url": SECRET_SUB}, {"id": "Main!", "url": SECRET_SUB},
+                 {"id": "other", "url": "ftp://" + SECRET_SUB[8:]}):
+        status, _, _, text = c.request("POST", "/api/v1/subscriptions", body)
+        assert status == 400, text
+        texts.append(text.decode())
     for secret in (SECRET_UUID, SECRET_PASSWORD, SECRET_SUB, "SubscriptionToken987", c.cookie):
         assert not any(secret in t for t in texts), secret
 
@@ -349,7 +356,7 @@ def test_static_files_are_served_from_the_pyz(tmp_path):
     from vpn_director import pyz
     data = pyz.build()
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
-    for f in ("index.html", "app.js", "api.js", "dom.js", "devices.js", "pages.js", "style.css", "icon.svg"):
+    for f in ("index.html", "app.js", "api.js", "dom.js", "devices.js", "pages.js", "servers.js", "style.css", "icon.svg"):
         assert "vpn_director/web/static/" + f in names
     archive = tmp_path / "vpd.pyz"
     archive.write_bytes(data)
