@@ -122,6 +122,22 @@ def test_route_via_asks_and_only_the_same_user_confirms_within_60s(setup):
     assert setup.router.calls.count("edit") == 1
 
 
+def test_only_the_user_who_asked_can_cancel(setup):
+    setup.fake.user_sends("/clients")
+    step(setup)
+    setup.fake.user_presses(setup.fake.last_buttons()[0][1], 101)
+    step(setup)
+    setup.fake.user_presses(setup.fake.button("via wgc1"), 101)
+    step(setup)
+    confirm, cancel = setup.fake.button("Confirm"), setup.fake.button("Cancel")
+    setup.fake.user_presses(cancel, 101, user=3003, username="old_admin")  # another allowed user
+    step(setup)
+    assert "expired" in setup.fake.sent("editMessageText")[-1]["text"]
+    setup.fake.user_presses(confirm, 101)  # still the asker's to confirm
+    step(setup)
+    assert setup.router.calls.count("edit") == 1
+
+
 def test_a_button_from_an_older_config_says_outdated_and_does_nothing(setup):
     old = callbacks.encode("abcdef", "x", "192.168.50.10")
     setup.fake.user_presses(old, 101)

@@ -79,3 +79,39 @@ def test_unreadable_password_file(tmp_path):
     from vpn_director.web import WebError
     with pytest.raises(WebError, match="cannot read the password file"):
         shadow.login(str(tmp_path / "missing"), "admin", "x")
+
+
+@pytest.mark.parametrize("scheme, cost", [("-1", ("md5", 1000)), ("-5", ("sha256", 5000)),
+                                          ("-6", ("sha512", 5000))])
+def test_a_missing_or_locked_user_costs_what_the_admin_costs(tmp_path, monkeypatch, scheme, cost):
+    """The work done for each login, counted (no timing): one check of the same scheme, rounds and
+    salt length whether the user exists or not. Asuswrt's admin hash is $1$ (1000 MD5 rounds)."""
+    path = write_shadow(tmp_path / "shadow", "s3cret", scheme=scheme)
+    admin = shadow.stored_hash(path, "admin")
+    work = []
+    real = crypt.hash_of
+
+    def counted(password, setting):
+        work.append((crypt.cost(setting), len(setting.split("$")[-2])))
+        return real(password, setting)
+    monkeypatch.setattr(crypt, "hash_of", counted)
+    for user, password in (("admin", "wrong"), ("admin", "s3cret"), ("ghost", "s3cret"), ("locked", "s3cret"),
+                           ("root", "s3cret"), ("nobody", ""), ("bad:name", "x"), ("", "x"), ("admin", None)):
+        work.clear()
+        shadow.login(path, user, password)
+        assert work == [(cost, len(admin.split("$")[-2]))], user
+
+
+def test_a_file_without_a_usable_hash_falls_back_to_sha512_5000_rounds(tmp_path, monkeypatch):
+    path = tmp_path / "shadow"
+    path.write_text("root:*:19000::::::\nadmin:$y$j9T$abc$def:19000::::::\nlocked:!$1$ab$cd:1::::::\n")
+    seen = []
+    real = crypt.hash_of
+    monkeypatch.setattr(crypt, "hash_of", lambda pw, setting: seen.append(crypt.cost(setting)) or real(pw, setting))
+    for user in ("admin", "ghost", "locked"):
+        assert shadow.login(str(path), user, "x") is None
+    assert seen == [("sha512", 5000)] * 3
+    rounds = "$6$rounds=12000$abcdefgh$" + "x" * 86
+    assert shadow.dummy(rounds) == "$6$rounds=12000$abcdefgh$!" and crypt.cost(shadow.dummy(rounds)) == (
+        "sha512", 12000)
+    assert not crypt.verify("anything", shadow.dummy(rounds))

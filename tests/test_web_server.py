@@ -6,24 +6,22 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 import io
 
 import pytest
 
 from vpn_director import config, reports
-from vpn_director.web import api, cert, server, sessions
-from webtest import (COOKIE, PASSWORD, SECRET_PASSWORD, SECRET_SUB, SECRET_UUID, Client, store_servers,
+from vpn_director.web import sessions
+from webtest import (COOKIE, PASSWORD, SECRET_PASSWORD, SECRET_SUB, SECRET_UUID, Client, serve, store_servers,
                      write_shadow)
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "frame-ancestors 'none'", "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY", "Cache-Control": "no-store",
 }
-
-
-class Env:
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -40,21 +38,11 @@ def web(tmp_path_factory):
            "tunnel_director": {"tunnels": {"wgc1": {"clients": ["192.168.50.20"], "exclude": ["ru"]}}},
            "names": {"192.168.50.20": "phone"},
            "advanced": {"state_dir": str(d / "state"), "rt_tables": str(d / "rt_tables"),
-                        "leases_file": str(d / "leases"), "log": {"file": str(d / "vpd.log")}},
-           "webui": {"listen": ["127.0.0.1"], "shadow_file": write_shadow(d / "shadow")}}
-    path = d / "vpn-director.json"
-    path.write_text(json.dumps(raw, indent=1))
-    e = Env()
-    e.dir, e.path, e.shadow = d, str(path), d / "shadow"
+                        "leases_file": str(d / "leases"), "log": {"file": str(d / "vpd.log")}}}
+    e = serve(d, raw)
     e.server_ids = store_servers(d / "data")
-    cfg = config.load(e.path)
-    e.cafile, key = cfg.webui.cert_path(cfg.data_dir), cfg.webui.key_path(cfg.data_dir)
-    assert cert.ensure(e.cafile, key, ["127.0.0.1"], ["localhost"])
-    e.app = api.App(e.path, server.host_names(["127.0.0.1"]), cfg.webui.shadow_file)
-    servers = server.start(e.app, ["127.0.0.1"], 0, cert.context(e.cafile, key))
-    e.port = servers[0].server_address[1]
     yield e
-    server.stop(servers)
+    e.stop()
 
 
 def client(web, login=True):
@@ -180,6 +168,39 @@ def test_login_rate_limit(web):
     assert c.login()[0] == 200
 
 
+def test_parallel_wrong_passwords_cannot_pass_the_rate_limit(web, monkeypatch):
+    """32 logins at once: the attempts are counted before the (slow) check, so only 5 passwords
+    are ever checked in the window and every other attempt gets 429 unchecked."""
+    from vpn_director.web import crypt
+    checked, lock = [], threading.Lock()
+    real = crypt.verify
+
+    def slow_verify(password, stored):
+        with lock:
+            checked.append(password)
+        time.sleep(0.2)  # every request is past the rate limit check before the first check ends
+        return real(password, stored)
+    monkeypatch.setattr(crypt, "verify", slow_verify)
+    clients = [client(web, login=False) for _ in range(32)]
+    start = threading.Barrier(len(clients))
+    answers = []
+
+    def attempt(c, i):
+        start.wait()
+        answers.append(c.request("POST", "/api/v1/login", {"username": "admin", "password": "guess %d" % i})[0])
+    threads = [threading.Thread(target=attempt, args=(c, i)) for i, c in enumerate(clients)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(checked) == 5 and sorted(answers) == [401] * 5 + [429] * 27
+        assert client(web, login=False).login()[0] == 429  # the right password too, until the window ends
+        assert len(checked) == 5
+    finally:
+        web.app.limiter.succeeded("127.0.0.1")
+
+
 def test_unknown_and_locked_users_answer_like_a_wrong_password(web):
     answers = {json.dumps(client(web, login=False).login(user, pw)) for user, pw in
                (("admin", "wrong"), ("locked", PASSWORD), ("ghost", PASSWORD), ("root", ""))}
@@ -218,16 +239,37 @@ def test_password_change_ends_the_session(web):
     assert c.request("GET", "/api/v1/devices")[0] == 401
 
 
-def test_no_secret_reaches_the_browser(web):
+def test_no_secret_reaches_the_browser(web, monkeypatch):
+    from vpn_director.xray import prober
     c = client(web)
     texts = []
     for path in ("/api/v1/servers", "/api/v1/devices", "/api/v1/clients", "/api/v1/exclusions", "/api/v1/session",
-                 "/api/v1/config/history", "/api/v1/logs?lines=50", "/"):
+                 "/api/v1/config/history", "/api/v1/logs?lines=50", "/", "/api/v1/status", "/api/v1/subscriptions"):
         status, _, _, text = c.request("GET", path)
-        assert status == 200, path
+        assert status == 200, (path, text)
         texts.append(text.decode())
     servers = json.loads(texts[0])["servers"]
     assert [s["id"] for s in servers] == web.server_ids and servers[1]["name"] == "Second"
+    assert "objects" in json.loads(texts[8])
+    assert [(s["id"], s["url"]) for s in json.loads(texts[9])["subscriptions"]] == [
+        ("main", "https://panel.example.net/…")]
+    # a server test's job, polled to its end: results name the servers, never their credentials
+    monkeypatch.setattr(prober, "test", lambda cfg, chosen, timeout_s=10.0: {
+        s["id"]: {"ok": s["name"] == "First", "latency_ms": 42 if s["name"] == "First" else None,
+                  "reason": "" if s["name"] == "First" else "no answer"} for s in chosen})
+    status, job, _, text = c.request("POST", "/api/v1/servers/test", {"all": True})
+    texts.append(text.decode())
+    while job["state"] == "running":
+        time.sleep(0.05)
+        status, job, _, text = c.request("GET", "/api/v1/jobs/" + job["id"])
+        texts.append(text.decode())
+    assert [(r["name"], r["ok"]) for r in job["result"]["results"]] == [("First", True), ("Second", False)]
+    # the subscription endpoints' refusals do not say the address back
+    for body in ({"id": "main", "url": SECRET_SUB}, {"id": "Main!", "url": SECRET_SUB},
+                 {"id": "other", "url": "ftp://" + SECRET_SUB[8:]}):
+        status, _, _, text = c.request("POST", "/api/v1/subscriptions", body)
+        assert status == 400, text
+        texts.append(text.decode())
     for secret in (SECRET_UUID, SECRET_PASSWORD, SECRET_SUB, "SubscriptionToken987", c.cookie):
         assert not any(secret in t for t in texts), secret
 
@@ -237,7 +279,16 @@ def test_reads_match_the_command_line_reports(web):
     cfg = config.load(web.path)
     status, got, _, _ = c.request("POST", "/api/v1/trace", {"source": "192.168.50.20", "destination": "77.88.8.8"})
     assert status == 200 and got.pop("src_name") == "phone" and got.pop("live") is False
+    assert got.pop("source") == "192.168.50.20"
     assert got == reports.trace_report(cfg, "192.168.50.20", "77.88.8.8")
+    # a device name or MAC is found as everywhere else (ops.names.source: config names, DHCP leases)
+    for token, addr, name in (("phone", "192.168.50.20", "phone"), ("AA:BB:CC:DD:EE:02", "192.168.50.77", "tv"),
+                              ("laptop", "192.168.50.10", "laptop")):
+        status, obj, _, _ = c.request("POST", "/api/v1/trace", {"source": token, "destination": "77.88.8.8"})
+        assert status == 200 and (obj["source"], obj["src_name"]) == (addr, name), obj
+    for token, message in (("192.168.50.0/24", "is a subnet: give one device"), ("kitchen", "no device of that")):
+        status, obj, _, _ = c.request("POST", "/api/v1/trace", {"source": token, "destination": "77.88.8.8"})
+        assert status == 400 and message in obj["error"], obj
     status, obj, _, _ = c.request("POST", "/api/v1/trace", {"source": "192.168.50.20", "destination": "nowhere"})
     assert status == 400 and obj["error"] == "DST 'nowhere' is not an IPv4 address"
     devices = {d["address"]: d for d in c.request("GET", "/api/v1/devices")[1]["devices"]}
@@ -290,18 +341,22 @@ def test_rate_limit_window():
     lim = sessions.Limiter(clock=lambda: now[0])
     for _ in range(5):
         assert lim.retry_after("10.0.0.1") == 0
-        lim.failed("10.0.0.1")
+        assert lim.reserve("10.0.0.1") == 0  # the attempt's slot is taken before its check
         now[0] += 10
     assert lim.retry_after("10.0.0.1") == 300 - 50 and lim.retry_after("10.0.0.2") == 0
+    assert lim.reserve("10.0.0.1") == 300 - 50 and lim.retry_after("10.0.0.1") == 300 - 50  # refused: no slot
     now[0] += 250
     assert lim.retry_after("10.0.0.1") == 0
+    assert lim.reserve("10.0.0.1") == 0
+    lim.succeeded("10.0.0.1")  # a success frees them all
+    assert all(lim.reserve("10.0.0.1") == 0 for _ in range(5)) and lim.reserve("10.0.0.1") > 0
 
 
 def test_static_files_are_served_from_the_pyz(tmp_path):
     from vpn_director import pyz
     data = pyz.build()
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
-    for f in ("index.html", "app.js", "api.js", "dom.js", "devices.js", "pages.js", "style.css", "icon.svg"):
+    for f in ("index.html", "app.js", "api.js", "dom.js", "devices.js", "pages.js", "servers.js", "style.css", "icon.svg"):
         assert "vpn_director/web/static/" + f in names
     archive = tmp_path / "vpd.pyz"
     archive.write_bytes(data)

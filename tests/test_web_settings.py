@@ -107,6 +107,15 @@ def test_no_openssl_and_no_certificate(tmp_path, monkeypatch):
         cert.ensure(str(tmp_path / "c.pem"), str(tmp_path / "k.pem"), ["127.0.0.1"], [])
 
 
+def test_a_directory_that_cannot_be_made_is_a_web_error(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(WebError, match="cannot write the certificate in .*file/web: Not a directory"):
+        cert.ensure(str(tmp_path / "file" / "web" / "cert.pem"), str(tmp_path / "k.pem"), ["127.0.0.1"], [])
+    (tmp_path / "keys").write_text("")
+    with pytest.raises(WebError, match="cannot write the certificate in .*keys: File exists"):
+        cert.ensure(str(tmp_path / "w" / "cert.pem"), str(tmp_path / "keys" / "k.pem"), ["127.0.0.1"], [])
+
+
 def vpd(*args):
     env = dict(os.environ, PYTHONPATH=ROOT)
     return subprocess.run([sys.executable, "-m", "vpn_director"] + list(args), stdout=subprocess.PIPE,

@@ -39,6 +39,30 @@ def store_servers(data_dir):
     return [s["id"] for s in servers]
 
 
+class Env:
+    pass
+
+
+def serve(d, raw):
+    """The web UI on 127.0.0.1 over TLS for the config `raw` (written to d/vpn-director.json with a
+    password file d/shadow): an Env with dir, path, shadow, cafile, app, port and stop()."""
+    from vpn_director import config
+    from vpn_director.web import api, cert, server
+    raw = dict(raw, webui=dict(raw.get("webui") or {}, listen=["127.0.0.1"], shadow_file=write_shadow(d / "shadow")))
+    path = d / "vpn-director.json"
+    path.write_text(json.dumps(raw, indent=1))
+    e = Env()
+    e.dir, e.path, e.shadow = d, str(path), d / "shadow"
+    cfg = config.load(e.path)
+    e.cafile, key = cfg.webui.cert_path(cfg.data_dir), cfg.webui.key_path(cfg.data_dir)
+    assert cert.ensure(e.cafile, key, ["127.0.0.1"], ["localhost"])
+    e.app = api.App(e.path, server.host_names(["127.0.0.1"]), cfg.webui.shadow_file)
+    servers = server.start(e.app, ["127.0.0.1"], 0, cert.context(e.cafile, key))
+    e.port = servers[0].server_address[1]
+    e.stop = lambda: server.stop(servers)
+    return e
+
+
 class Client:
     """HTTPS to the web UI, trusting its certificate, as a same-origin page would call it."""
 

@@ -41,8 +41,9 @@ def device_menu(bot, ctx, cfg, addr, edit):
     if row is None:
         return bot.reply(ctx, esc(bot.t(ctx, "outdated")), edit=edit)
     tag = callbacks.tag(cfg)
-    ways = ([("x", "xray")] if config.xray_enabled(cfg) or "xray" in row.get("listed_in", []) else []) + [
-        (str(i), t.name) for i, t in enumerate(cfg.tunnels) if t.table != config.MAIN_TABLE]
+    from ..ops import devices
+    index = {t.name: str(i) for i, t in enumerate(cfg.tunnels)}
+    ways = [("x" if via == "xray" else index[via], via) for via in devices.vias(cfg)]
     keys = [button(bot.t(ctx, "via", via=name), callbacks.encode(tag, "m", addr, k)) for k, name in ways
             if row["via"] != name]
     if row["via"] != "direct" or row.get("listed_in"):
@@ -63,14 +64,12 @@ def server_list(bot, ctx, cfg, edit=None):
     servers = bot.router.servers(cfg)
     if not servers:
         return bot.reply(ctx, esc(bot.t(ctx, "servers_none")), edit=edit)
-    tag, active = callbacks.tag(cfg), cfg.xray.side.active_server
-    rows = []
-    for i, s in enumerate(servers, start=1):
-        ms = (s.get("status") or {}).get("latency_ms")
-        rows.append(("*" if s["id"] == active else "", str(i), s.get("name", "")[:32], s.get("label", ""),
-                     "%d ms" % ms if isinstance(ms, int) else "-"))
-    keys = [button("%d %s" % (i, s.get("name", "")[:30]), callbacks.encode(tag, "sw", s["id"]))
-            for i, s in enumerate(servers[:MAX_SERVERS], start=1) if s["id"] != active]
+    tag = callbacks.tag(cfg)
+    rows = [("*" if s["active"] else "", str(s["number"]), s["name"][:32], s["label"],
+             bot.t(ctx, "latency", ms=s["latency_ms"]) if isinstance(s["latency_ms"], int) else "-")
+            for s in servers]
+    keys = [button("%d %s" % (s["number"], s["name"][:30]), callbacks.encode(tag, "sw", s["id"]))
+            for s in servers[:MAX_SERVERS] if not s["active"]]
     grid = [keys[i:i + 2] for i in range(0, len(keys), 2)]
     bot.reply(ctx, b(bot.t(ctx, "servers_head")) + "\n" + pre_chunks(table(rows))[0], grid, edit=edit)
 
@@ -89,8 +88,8 @@ def ask(bot, ctx, cfg, what, question, edit=None):
 def _change(what):
     from ..ops import clients
     kind, args = what[0], what[1:]
-    if kind == "move":
-        return clients.move(args[0], args[1])
+    if kind == "move":  # a device's "via ..." or "direct" button
+        return clients.route_device(args[0], args[1])
     return {"pause": clients.pause, "resume": clients.resume, "remove": clients.remove}[kind](args[0])
 
 
@@ -121,8 +120,11 @@ def pressed(bot, ctx, data, edit):
                   [[button(bot.t(ctx, "refresh"), callbacks.encode(callbacks.tag(cfg), "st"))]], edit=edit)
         return None
     if action == "n":
-        bot.pending.pop(args[0] if args else "", None)
-        bot.reply(ctx, esc(bot.t(ctx, "cancelled")), edit=edit)
+        if args and bot.pending.get(args[0], {}).get("user") == ctx.user:  # only the one who asked
+            bot.pending.pop(args[0])
+            bot.reply(ctx, esc(bot.t(ctx, "cancelled")), edit=edit)
+        else:
+            bot.reply(ctx, esc(bot.t(ctx, "expired")), edit=edit)
         return None
     if action == "y" and len(args) == 1:
         confirmed(bot, ctx, args[0], edit)

@@ -2,6 +2,7 @@
 Xray actions the command line uses (reports, ops, xray.actions), never a second copy of them.
 Tests replace a Router to count or fake these calls."""
 
+import http.client
 import ipaddress
 import os
 import socket
@@ -26,8 +27,10 @@ class Router:
         return reports.status_report(cfg, txn.tools_for(cfg), names=names.load(cfg))
 
     def trace(self, cfg, src, dst):
+        """trace --json's verdict from SRC (an address, a device name or a MAC: ops.names.source)."""
         from .. import reports
-        return reports.trace_report(cfg, src, dst)
+        from ..ops import names
+        return reports.trace_report(cfg, names.source(src, cfg)[0], dst)
 
     def edit(self, change):
         """One config edit through the operations layer (validate, write, apply, history)."""
@@ -35,36 +38,27 @@ class Router:
         return txn.run(self.path, change)
 
     def resolve(self, cfg, token):
+        """A trace's source device -> (its /32 network, note); OpsError for a subnet or an unknown name."""
         from ..ops import names
-        return names.resolve(token, cfg)
+        addr, note = names.source(token, cfg)
+        return ipaddress.IPv4Network(addr), note
 
     def clients(self, cfg):
         from ..ops import clients, names
         return clients.rows(cfg, names.load(cfg))
 
     def devices(self, cfg):
-        """The clients, then every other device with a DHCP lease or a name: address, name, via, paused."""
-        from ..ops import leases, names, route
-        rows = self.clients(cfg)
-        known = {r["address"] for r in rows}
-        shown = names.load(cfg)
-        routes = None
-        extra = [lease.ip for lease in leases.read(cfg.leases_file)] + [names.text(n) for n in cfg.names]
-        for addr in dict.fromkeys(extra):
-            if addr in known:
-                continue
-            routes = routes or route.Routes(cfg)
-            rows.append({"address": addr, "name": shown.get(addr) or "", "paused": False,
-                         "via": routes.shown(config.parse_net(addr)), "listed_in": []})
-            known.add(addr)
-        return rows
+        """The clients and every other device with a DHCP lease or a name (ops.devices)."""
+        from ..ops import devices
+        return devices.rows(cfg)
 
     def logs(self, cfg, lines):
         return log.tail(cfg.log_file, lines) if cfg.log_file else None
 
     def servers(self, cfg):
-        from ..xray import store
-        return store.load(cfg.data_dir).servers
+        """xray servers' rows (xray.actions.server_rows): no credentials."""
+        from ..xray import actions
+        return actions.server_rows(cfg)
 
     def use(self, cfg, key):
         from ..xray import actions
@@ -151,7 +145,7 @@ def _ip(url, opener, timeout):
         conn.request("GET", u.path or "/", headers={"User-Agent": "vpn-director", "Connection": "close"})
         resp = conn.getresponse()
         text = resp.read(256).decode("ascii", "replace").strip()
-    except (OSError, socks.SocksError, ValueError) as e:
+    except (OSError, socks.SocksError, ValueError, http.client.HTTPException) as e:  # a bad answer too
         return None, getattr(e, "strerror", None) or str(e) or type(e).__name__
     finally:
         conn.close()

@@ -1,6 +1,6 @@
 """The operations layer: the only code that writes the config.
 
-Every front end (the command line now; the web UI and the Telegram bot later) edits through it,
+Every front end (the command line, the web UI and the Telegram bot) edits through it,
 so all of them validate, write, apply and roll back the same way:
 
   txn        one edit: run lock, read, change, validate the whole file, atomic write, apply,
@@ -10,7 +10,9 @@ so all of them validate, write, apply and roll back the same way:
   leases     dnsmasq's DHCP leases: device names and MACs
   names      a name for each address (the config's `names` win over the leases)
   route      where a client's traffic goes, from the desired state (trace)
+  devices    the front ends' device list (clients, DHCP leases, named addresses, with routes)
   clients, excludes, tunnels   the edits themselves, as plain functions of the raw config
+             (clients.route_device: the front ends' "route this device via X")
   cli        the `client`, `exclude`, `tunnel` and `config` commands
 """
 

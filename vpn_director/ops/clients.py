@@ -94,39 +94,47 @@ def _resolve(token, cfg, out):
 def add(token, via, name=None):
     def change(raw, cfg, out):
         net, label = _resolve(token, cfg, out)
-        check_via(raw, via)
-        found = where(raw, net)
-        if via in found:
-            raise Unchanged("%s is already routed via %s" % (label, via))
-        if found:
-            raise OpsError("%s is already listed in %s; to change its route: vpn-director client move %s --via %s"
-                           % (label, " and ".join(found), names.text(net), via))
-        _target(raw, via).append(names.text(net))
-        if name is not None:
-            if not isinstance(raw.get("names"), dict):
-                raw["names"] = {}
-            raw["names"][names.text(net)] = name
-            label = "%s (%s)" % (names.text(net), name)
-        if any(entry_net(p) == net for p in _paused(raw)):
-            out.notes.append("%s is paused: `vpn-director client resume %s` routes it" % (label, names.text(net)))
-        return "client %s: added to %s" % (label, via)
+        return _add(raw, out, net, label, via, name)
     return change
+
+
+def _add(raw, out, net, label, via, name=None):
+    check_via(raw, via)
+    found = where(raw, net)
+    if via in found:
+        raise Unchanged("%s is already routed via %s" % (label, via))
+    if found:
+        raise OpsError("%s is already listed in %s; to change its route: vpn-director client move %s --via %s"
+                       % (label, " and ".join(found), names.text(net), via))
+    _target(raw, via).append(names.text(net))
+    if name is not None:
+        if not isinstance(raw.get("names"), dict):
+            raw["names"] = {}
+        raw["names"][names.text(net)] = name
+        label = "%s (%s)" % (names.text(net), name)
+    if any(entry_net(p) == net for p in _paused(raw)):
+        out.notes.append("%s is paused: `vpn-director client resume %s` routes it" % (label, names.text(net)))
+    return "client %s: added to %s" % (label, via)
 
 
 def move(token, via):
     def change(raw, cfg, out):
         net, label = _resolve(token, cfg, out)
-        check_via(raw, via, direct_ok=True)
-        found = where(raw, net)
-        if found == [via] or (via == DIRECT and not found):
-            raise Unchanged("%s already goes %s" % (label, DIRECT if via == DIRECT else "via " + via))
-        for list_name, entries in lists(raw):
-            if list_name != via:
-                _drop(entries, net)
-        if via != DIRECT and via not in found:
-            _target(raw, via).append(names.text(net))
-        return "client %s: %s → %s" % (label, "+".join(found) or DIRECT, via)
+        return _move(raw, net, label, via)
     return change
+
+
+def _move(raw, net, label, via):
+    check_via(raw, via, direct_ok=True)
+    found = where(raw, net)
+    if found == [via] or (via == DIRECT and not found):
+        raise Unchanged("%s already goes %s" % (label, DIRECT if via == DIRECT else "via " + via))
+    for list_name, entries in lists(raw):
+        if list_name != via:
+            _drop(entries, net)
+    if via != DIRECT and via not in found:
+        _target(raw, via).append(names.text(net))
+    return "client %s: %s → %s" % (label, "+".join(found) or DIRECT, via)
 
 
 def pause(token):
@@ -162,8 +170,7 @@ def remove(token):
         found = where(raw, net)
         was_paused = any(entry_net(p) == net for p in raw.get("paused_clients") or [])
         if not found and not was_paused:
-            inside = ["%s of %s" % (e, n) for n, entries in lists(raw) for e in entries
-                      if entry_net(e) and net != entry_net(e) and net.subnet_of(entry_net(e))]
+            inside = _around(raw, net)
             raise OpsError("%s is not a client%s" % (label, "; it is inside %s: `vpn-director client pause %s` "
                                                              "takes it out" % (inside[0], names.text(net))
                                                      if inside else ""))
@@ -172,6 +179,35 @@ def remove(token):
         if was_paused:
             _drop(_paused(raw), net)
         return "client %s: removed (was %s)" % (label, "+".join(found) or "paused")
+    return change
+
+
+def _around(raw, net):
+    """"ENTRY of LIST" for every list entry that holds `net` without being it (a routed subnet)."""
+    return ["%s of %s" % (e, n) for n, entries in lists(raw) for e in entries
+            if entry_net(e) and net != entry_net(e) and net.subnet_of(entry_net(e))]
+
+
+def route_device(token, via):
+    """"Route this device via VIA" (xray, a tunnel or direct) as the web UI and the bot offer it:
+    a client in a list moves (client move), a device in no list is added to VIA (client add), and
+    direct for a device that a routed subnet takes in also pauses it (client pause), so that its
+    traffic really goes direct."""
+    def change(raw, cfg, out):
+        net, label = _resolve(token, cfg, out)
+        check_via(raw, via, direct_ok=True)
+        found, around = where(raw, net), _around(raw, net)
+        paused = any(entry_net(p) == net for p in raw.get("paused_clients") or [])
+        if via != DIRECT:
+            summary = _move(raw, net, label, via) if found else _add(raw, out, net, label, via)
+            if paused and found:
+                out.notes.append("%s is paused: `vpn-director client resume %s` routes it" % (label, names.text(net)))
+            return summary
+        if not around or paused:
+            return _move(raw, net, label, via)  # "already goes direct" unless it is listed
+        summary = _move(raw, net, label, via) if found else "client %s:" % label
+        _paused(raw).append(names.text(net))
+        return "%s paused (it is inside %s)" % (summary + "," if found else summary, around[0])
     return change
 
 

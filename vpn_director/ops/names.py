@@ -96,3 +96,12 @@ def resolve(token, cfg):
     return ipaddress.IPv4Network(lease.ip), (
         "%s is %s by its DHCP lease (MAC %s); that address can change: a DHCP reservation keeps it"
         % (token, lease.ip, lease.mac))
+
+
+def source(token, cfg):
+    """A trace's SRC as the front ends take it: an IPv4 address, or a device name or MAC (names,
+    then the DHCP leases) -> (address text, note or None). A subnet is no device: OpsError."""
+    net, note = resolve(token, cfg)
+    if net.prefixlen != 32:
+        raise OpsError("%s is a subnet: give one device (an address, a device name or a MAC)" % token)
+    return str(net.network_address), note

@@ -71,9 +71,8 @@ class App:
         return bool(name) and name in self.hosts
 
     def config(self):
-        from .. import config
         from ..ops import txn
-        return config.load(txn.config_path(self.config_path))
+        return txn.load(self.config_path)
 
     def handle(self, req):
         try:
@@ -126,16 +125,15 @@ class App:
 
     # --- the routes without a session ----------------------------------------------------------
     def login(self, req, _):
-        wait = self.limiter.retry_after(req.addr)
+        body = req.json()
+        wait = self.limiter.reserve(req.addr)  # the attempt counts before the password is checked
         if wait:
             return Response(429, {"error": "too many failed logins: try again in %d s" % wait},
                             [("Retry-After", str(wait))])
-        body = req.json()
         user, password = body.get("username"), body.get("password")
         fp = shadow.login(self.shadow_file, user, password)
         shown = (user if isinstance(user, str) else "?")[:32]
         if fp is None:
-            self.limiter.failed(req.addr)
             log.warning("web: failed login as %r from %s" % (shown, req.addr))
             return Response(401, {"error": "wrong user name or password"})
         self.limiter.succeeded(req.addr)

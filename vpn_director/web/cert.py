@@ -63,9 +63,12 @@ def ensure(cert_path, key_path, addresses, names, openssl=None, run=subprocess.r
                        "(Entware: opkg install openssl-util; Debian: apt install openssl) or set "
                        "webui.cert_file and webui.key_file" % cert_path)
     directory = os.path.dirname(cert_path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    os.makedirs(os.path.dirname(key_path), mode=0o700, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".vpd-cert-", dir=directory)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.makedirs(os.path.dirname(key_path), mode=0o700, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".vpd-cert-", dir=directory)
+    except OSError as e:
+        raise WebError("cannot write the certificate in %s: %s" % (e.filename or directory, e.strerror or e))
     try:
         cnf = os.path.join(tmp, "req.cnf")
         with open(cnf, "w") as fh:

@@ -21,11 +21,9 @@ def register(sub, common):
 
 
 def cmd_web(args, out):
-    from .. import config, log
+    from .. import log
     from ..ops import txn
-    cfg = config.load(txn.config_path(args.config))
-    for w in cfg.warnings:
-        out.warn(w)
+    cfg = txn.load(args.config, warn=out.warn)
     if not cfg.webui.enabled:
         out.info("web UI is off (webui.enabled is false in %s)" % cfg.path)
         return EXIT_OK

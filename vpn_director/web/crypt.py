@@ -107,6 +107,23 @@ def md5_crypt(password, setting):
     return "$1$%s$%s" % (salt.decode("ascii"), text)
 
 
+def cost(setting):
+    """(scheme, rounds) of a hash or setting: ("md5", 1000), ("sha256"|"sha512", rounds); None
+    for any other. Two hashes of equal cost take the same work to check."""
+    if setting.startswith("$1$"):
+        return "md5", 1000
+    if not setting.startswith(("$5$", "$6$")):
+        return None
+    rounds = ROUNDS_DEFAULT
+    rest = setting[3:]
+    if rest.startswith("rounds="):
+        num = rest[7:].partition("$")[0]
+        if not num.isdigit() or len(num) > 10:
+            return None
+        rounds = min(max(int(num), ROUNDS_MIN), ROUNDS_MAX)
+    return ("sha256" if setting.startswith("$5$") else "sha512"), rounds
+
+
 def hash_of(password, setting):
     """crypt(3) for the schemes we know: the hash string, or None for any other setting."""
     pw = password.encode("utf-8") if isinstance(password, str) else password

@@ -67,35 +67,47 @@ class Sessions:
 
 
 class Limiter:
-    """At most FAILURES failed logins per address in WINDOW seconds."""
+    """At most FAILURES login attempts per address in WINDOW seconds that did not succeed.
+
+    An attempt takes its slot (reserve) before the password is checked, under the lock: however
+    many requests arrive at once, no more than FAILURES passwords from one address are ever
+    checked in a window. A success clears the address; a failure leaves its slot taken."""
 
     def __init__(self, clock=time.monotonic, failures=FAILURES, window=WINDOW):
         self.clock, self.failures, self.window = clock, failures, window
         self.lock = threading.Lock()
-        self.seen = {}  # address -> [times of failures]
+        self.seen = {}  # address -> [times of attempts that did not succeed (or are running)]
+
+    def _wait(self, addr, now):
+        times = [t for t in self.seen.get(addr, ()) if now - t < self.window]
+        if times:
+            self.seen[addr] = times
+        else:
+            self.seen.pop(addr, None)
+        if len(times) < self.failures:
+            return 0
+        return max(1, int(times[-self.failures] + self.window - now + 0.999))
 
     def retry_after(self, addr):
         """Seconds until `addr` may try again; 0 if it may now."""
         with self.lock:
-            now = self.clock()
-            times = [t for t in self.seen.get(addr, ()) if now - t < self.window]
-            if times:
-                self.seen[addr] = times
-            else:
-                self.seen.pop(addr, None)
-            if len(times) < self.failures:
-                return 0
-            return max(1, int(times[-self.failures] + self.window - now + 0.999))
+            return self._wait(addr, self.clock())
 
-    def failed(self, addr):
+    def reserve(self, addr):
+        """Take a slot for one attempt: 0 if taken (check the password now), else the seconds
+        until `addr` may try again (answer 429 without checking anything)."""
         with self.lock:
             now = self.clock()
+            wait = self._wait(addr, now)
+            if wait:
+                return wait
             if len(self.seen) >= MAX_TRACKED and addr not in self.seen:
                 for a in [a for a, ts in self.seen.items() if now - ts[-1] >= self.window]:
                     del self.seen[a]
                 if len(self.seen) >= MAX_TRACKED:
                     del self.seen[min(self.seen, key=lambda a: self.seen[a][-1])]
             self.seen.setdefault(addr, []).append(now)
+            return 0
 
     def succeeded(self, addr):
         with self.lock:

@@ -15,6 +15,7 @@ from . import WebError
 
 ROUTES = []  # (method, compiled path regex, handler, needs a session)
 MAX_FIELD = 256
+MAX_URL = 2048
 
 
 def route(method, pattern, auth=True):
@@ -53,9 +54,15 @@ def _root(what):
 
 def edit(app, req, session, change, allow_invalid=False):
     """One edit through the operations layer, as the command line makes it; what changed."""
-    from ..ops import names, route as routes, txn
+    from ..ops import txn
     with app.edit_lock:
         res = txn.run(app.config_path, change, allow_invalid=allow_invalid)
+    return answer(req, session, res)
+
+
+def answer(req, session, res):
+    """The answer to an edit from its txn Outcome (logged with who made it)."""
+    from ..ops import names, route as routes
     shown = names.load(res.cfg) if res.cfg is not None and res.warnings else None
     body = {"changed": bool(res.summary), "summary": res.summary, "notes": res.notes,
             "warnings": [shown.annotate(w) if shown else w for w in res.warnings], "applied": res.scope,
@@ -101,9 +108,15 @@ def status(app, req, session):
 
 @route("GET", "/devices")
 def devices(app, req, session):
-    from . import devices as listing
+    from ..ops import devices as listing
     cfg = app.config()
-    return dict(listing.listing(cfg), warnings=cfg.warnings)
+    return {"devices": listing.rows(cfg), "vias": listing.vias(cfg), "warnings": cfg.warnings}
+
+
+@route("POST", "/devices/(?P<address>[^/]+)/route")
+def device_route(app, req, session, address):
+    from ..ops import clients
+    return edit(app, req, session, clients.route_device(address, text(req.json(), "via")))
 
 
 @route("GET", "/clients")
@@ -176,14 +189,15 @@ def trace(app, req, session):
     from .. import reports
     from ..ops import names, txn
     body = req.json()
-    src, dst = text(body, "source"), text(body, "destination")
+    token, dst = text(body, "source"), text(body, "destination")
     proto, port, live = body.get("proto", "tcp"), body.get("port"), body.get("live", False)
+    cfg = app.config()
+    src = names.source(token, cfg)[0]  # an address, a device name or a MAC; OpsError: 400
     reports.check_trace_args(src, dst, proto, port)  # UsageError: 400
     if live:
         _root("a live trace")
-    cfg = app.config()
     result = reports.trace_report(cfg, src, dst, proto, port, tools=txn.tools_for(cfg) if live else None)
-    return dict(result, src_name=names.load(cfg).get(src), live=bool(live))
+    return dict(result, source=src, src_name=names.load(cfg).get(src), live=bool(live))
 
 
 @route("GET", "/logs")
@@ -224,9 +238,9 @@ def rollback(app, req, session):
 @route("GET", "/servers")
 def servers(app, req, session):
     from .. import config
-    from ..xray import cli as xray_cli, store
+    from ..xray import actions
     cfg = app.config()
-    return {"servers": xray_cli.server_rows(cfg, store.load(cfg.data_dir)), "active": cfg.xray.side.active_server,
+    return {"servers": actions.server_rows(cfg), "active": cfg.xray.side.active_server,
             "xray_clients": config.xray_enabled(cfg)}
 
 
@@ -259,6 +273,80 @@ def server_test(app, req, session):
         return {"results": [{"number": n, "id": s["id"], "name": s.get("name", ""), "ok": r["ok"],
                              "latency_ms": r.get("latency_ms"), "reason": r.get("reason", "")} for n, s, r in rows]}
     return app.jobs.start("test", work)
+
+
+@route("POST", "/servers/import")
+def server_import(app, req, session):
+    """`xray import`: share links or a subscription body in `text`; a job."""
+    from ..xray import actions
+    body = req.json().get("text")
+    if not isinstance(body, str) or not body.strip():
+        raise WebError("text: give share links (one a line) or a subscription body", 400)
+    actions.not_a_subscription(body)  # an address is added as a subscription: 400
+    _root("importing servers")
+    cfg = app.config()
+
+    def work():
+        counts, added, known = actions.import_text(cfg, body)
+        log.info("web: xray import: %s; %d new (by %s from %s)" % (actions.counts_text(counts), added, session.user,
+                                                                     req.addr))
+        return {"counts": actions.counts_text(counts), "stored": counts.get("stored", 0), "added": added,
+                "known": known}
+    return app.jobs.start("import", work)
+
+
+# --- subscriptions: their addresses are secrets, never answered (sub_rows shows the host only) ---
+
+@route("GET", "/subscriptions")
+def subscriptions(app, req, session):
+    from ..xray import actions
+    return {"subscriptions": actions.sub_rows(app.config())}
+
+
+@route("POST", "/subscriptions")
+def subscription_add(app, req, session):
+    """`xray sub add ID URL --interval H`: the config edit, then its first fetch as a job."""
+    from ..xray import actions
+    body = req.json()
+    sub_id, url, interval = text(body, "id"), body.get("url"), body.get("interval_h", 12)
+    if not isinstance(url, str) or not url.strip() or len(url) > MAX_URL or not url.isprintable():
+        raise WebError("url: give the subscription's http:// or https:// address", 400)
+    if isinstance(interval, bool) or not isinstance(interval, int):
+        raise WebError("interval_h: give a whole number of hours", 400)
+    _root("adding a subscription")
+    with app.edit_lock:
+        res = actions.sub_add(app.config_path, sub_id, url.strip(), interval)
+    return dict(answer(req, session, res), job=_fetch(app, req, session, res.cfg, sub_id))
+
+
+@route("DELETE", "/subscriptions")
+def subscription_remove(app, req, session):
+    """`xray sub remove ID`: out of the config, its servers out of the store."""
+    from ..xray import actions
+    sub_id = text(req.json(), "id")
+    _root("removing a subscription")
+    with app.edit_lock:
+        res, forgotten = actions.sub_remove(app.config_path, sub_id)
+    return dict(answer(req, session, res), forgotten=forgotten)
+
+
+@route("POST", "/subscriptions/(?P<sub_id>[^/]+)/update")
+def subscription_update(app, req, session, sub_id):
+    """`xray sub update ID`: a job."""
+    _root("updating a subscription")
+    return _fetch(app, req, session, app.config(), sub_id)
+
+
+def _fetch(app, req, session, cfg, sub_id):
+    from ..xray import actions
+    sub = actions.subscriptions(cfg, sub_id)[0]  # XrayError (400) if there is none
+
+    def work():
+        counts, added, removed = actions.sub_update(cfg, sub)
+        log.info("web: subscription %s: %s; %d new, %d gone (by %s from %s)" % (
+            sub.id, actions.counts_text(counts), added, removed, session.user, req.addr))
+        return {"id": sub.id, "counts": actions.counts_text(counts), "added": added, "removed": removed}
+    return app.jobs.start("update %s" % sub.id, work)
 
 
 @route("GET", "/jobs/(?P<job_id>[0-9a-f]{16})")

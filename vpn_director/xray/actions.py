@@ -50,15 +50,20 @@ def edit_store(cfg, mutate, make_tools=txn.tools_for):
         return result
 
 
+def not_a_subscription(text):
+    """XrayError (usage) if `text` is a subscription's address rather than links or a body: that
+    is added as a subscription (its address stays a secret), not imported."""
+    if text.strip()[:16].lower().startswith(("http://", "https://")):
+        raise XrayError("%s is a subscription address: add it as a subscription (`xray sub add ID URL`)"
+                        % subscription.redact(text.strip()), exit_code=2)
+
+
 def read_input(source, stdin=None):
     """The text of `xray import`'s argument: a share link, a file, or - for stdin."""
     if source == "-":
         return (stdin or sys.stdin).read()
-    low = source[:16].lower()
-    if low.startswith(("http://", "https://")):
-        raise XrayError("%s is a subscription address: add it with `xray sub add ID URL`"
-                        % subscription.redact(source), exit_code=2)
-    if "://" in low:
+    not_a_subscription(source)
+    if "://" in source[:16]:
         return source
     try:
         with open(source, "rb") as f:
@@ -122,9 +127,69 @@ def due_subscriptions(cfg, subs=None, now=None, tried=None, retry_s=3600):
             and not 0 <= now - tried.get(s.id, -retry_s - 1) < retry_s]
 
 
-def sub_remove(cfg, sub_id, make_tools=txn.tools_for):
-    """Forget the subscription's servers (the config edit is the caller's)."""
-    return edit_store(cfg, lambda st: st.remove_source(store.sub_source(sub_id)), make_tools)
+def _sub_change(mutate):
+    """A config change of xray.subscriptions: mutate(the raw list) -> summary."""
+    def change(raw, cfg, out):
+        xr = raw.setdefault("xray", {})
+        if not isinstance(xr, dict):
+            raise XrayError("xray in the config is not an object", exit_code=2)
+        subs = xr.setdefault("subscriptions", [])
+        if not isinstance(subs, list):
+            raise XrayError("xray.subscriptions in the config is not a list", exit_code=2)
+        return mutate(subs)
+    return change
+
+
+def sub_add(path, sub_id, url, interval_h=12, user_agent=None):
+    """`xray sub add`: the subscription goes into the config (validated, written, kept in the
+    history; nothing to apply); fetching it is sub_update's. Returns the txn Outcome (its cfg
+    holds the new subscription)."""
+    def mutate(subs):
+        if any(isinstance(s, dict) and s.get("id") == sub_id for s in subs):
+            raise XrayError("subscription %r exists (`xray sub remove %s` first)" % (sub_id, sub_id), exit_code=2)
+        entry = {"id": sub_id, "url": url, "interval_h": interval_h}
+        if user_agent:
+            entry["user_agent"] = user_agent
+        subs.append(entry)
+        return "xray: subscription %s added" % sub_id
+    return txn.run(path, _sub_change(mutate), apply=False)
+
+
+def sub_remove(path, sub_id, make_tools=txn.tools_for):
+    """`xray sub remove`: out of the config, then its servers out of the store (applied).
+    Returns (the txn Outcome, how many servers were forgotten)."""
+    def mutate(subs):
+        keep = [s for s in subs if not (isinstance(s, dict) and s.get("id") == sub_id)]
+        if len(keep) == len(subs):
+            raise XrayError("no subscription %r (`xray sub list`)" % sub_id, exit_code=2)
+        subs[:] = keep
+        return "xray: subscription %s removed" % sub_id
+    res = txn.run(path, _sub_change(mutate), apply=False)
+    return res, edit_store(res.cfg, lambda st: st.remove_source(store.sub_source(sub_id)), make_tools)
+
+
+def subscriptions(cfg, sub_id=None):
+    """The subscription `sub_id` (XrayError if there is none), or every enabled one: what
+    `xray sub update [ID]` fetches."""
+    if sub_id is None:
+        return [s for s in cfg.xray.side.subscriptions if s.enabled]
+    found = [s for s in cfg.xray.side.subscriptions if s.id == sub_id]
+    if not found:
+        raise XrayError("no subscription %r (`xray sub list`)" % sub_id, exit_code=2)
+    return found
+
+
+def sub_rows(cfg, st=None):
+    """`xray sub list`'s rows: id, the address shortened to its host (subscription.redact: the
+    token never), enabled, interval, server count, last update, last error, the panel's quota."""
+    st = store.load(cfg.data_dir) if st is None else st
+    rows = []
+    for s in cfg.xray.side.subscriptions:
+        meta = st.sources.get(store.sub_source(s.id), {})
+        rows.append({"id": s.id, "url": subscription.redact(s.url), "enabled": s.enabled, "interval_h": s.interval_h,
+                     "servers": len(st.from_source(store.sub_source(s.id))), "updated": meta.get("updated"),
+                     "error": meta.get("error", ""), "userinfo": meta.get("userinfo", {})})
+    return rows
 
 
 def use(cfg, key, backend=None):
@@ -213,6 +278,21 @@ def restart(cfg, backend=None):
             raise XrayError("no Xray config at %s yet: `vpn-director xray use ID` writes one"
                             % service.config_path(cfg, backend))
         return switch.restart(cfg, backend)
+
+
+def server_rows(cfg, st=None):
+    """The stored servers as rows for lists (`xray servers`, the web UI, the bot): number, id,
+    name, kind, address, port, resolved addresses, source, active, last check. No credentials."""
+    st = store.load(cfg.data_dir) if st is None else st
+    rows = []
+    for i, s in enumerate(st.servers, start=1):
+        status = s.get("status") or {}
+        rows.append({"number": i, "id": s["id"], "name": s.get("name", ""), "label": s.get("label", ""),
+                     "address": s.get("address", ""), "port": s.get("port"), "ips": s.get("ips", []),
+                     "source": s.get("source", ""), "active": s["id"] == cfg.xray.side.active_server,
+                     "latency_ms": status.get("latency_ms"), "error": status.get("error", ""),
+                     "checked": status.get("checked")})
+    return rows
 
 
 def counts_text(counts):

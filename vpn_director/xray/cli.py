@@ -112,68 +112,32 @@ def cmd_import(args, out):
     return EXIT_OK if counts.get("stored") else 1
 
 
-def _sub_change(mutate):
-    def change(raw, cfg, out):
-        xr = raw.setdefault("xray", {})
-        if not isinstance(xr, dict):
-            raise XrayError("xray in the config is not an object", exit_code=2)
-        subs = xr.setdefault("subscriptions", [])
-        if not isinstance(subs, list):
-            raise XrayError("xray.subscriptions in the config is not a list", exit_code=2)
-        return mutate(subs)
-    return change
-
-
 def cmd_sub_add(args, out):
-    from ..ops import txn
+    from . import actions
     cfg = _cfg(args, out)
     _need_root("sub add")
     _logged(cfg, out)
-
-    def mutate(subs):
-        if any(isinstance(s, dict) and s.get("id") == args.id for s in subs):
-            raise XrayError("subscription %r exists (`xray sub remove %s` first)" % (args.id, args.id), exit_code=2)
-        entry = {"id": args.id, "url": args.url, "interval_h": args.interval}
-        if args.user_agent:
-            entry["user_agent"] = args.user_agent
-        subs.append(entry)
-        return "xray: subscription %s added" % args.id
-    res = txn.run(args.config, _sub_change(mutate), apply=False)
+    res = actions.sub_add(args.config, args.id, args.url, args.interval, args.user_agent)
     out.note(res.summary)
     if args.no_update:
         return EXIT_OK
-    return _update(res.cfg, [s for s in res.cfg.xray.side.subscriptions if s.id == args.id], out)
+    return _update(res.cfg, actions.subscriptions(res.cfg, args.id), out)
 
 
 def cmd_sub_remove(args, out):
-    from ..ops import txn
     from . import actions
     cfg = _cfg(args, out)
     _need_root("sub remove")
     _logged(cfg, out)
-
-    def mutate(subs):
-        keep = [s for s in subs if not (isinstance(s, dict) and s.get("id") == args.id)]
-        if len(keep) == len(subs):
-            raise XrayError("no subscription %r (`xray sub list`)" % args.id, exit_code=2)
-        subs[:] = keep
-        return "xray: subscription %s removed" % args.id
-    res = txn.run(args.config, _sub_change(mutate), apply=False)
-    n = actions.sub_remove(res.cfg, args.id)
+    res, n = actions.sub_remove(args.config, args.id)
     out.note("%s (%d server(s) forgotten)" % (res.summary, n))
     return EXIT_OK
 
 
 def cmd_sub_list(args, out):
-    from . import store, subscription
+    from . import actions
     cfg = _cfg(args, out)
-    st = store.load(cfg.data_dir)
-    rows = []
-    for s in cfg.xray.side.subscriptions:
-        meta = st.sources.get(store.sub_source(s.id), {})
-        rows.append({"id": s.id, "url": subscription.redact(s.url), "enabled": s.enabled, "interval_h": s.interval_h,
-                     "servers": len(st.from_source(store.sub_source(s.id))), "updated": meta.get("updated"),
-                     "error": meta.get("error", ""), "userinfo": meta.get("userinfo", {})})
+    rows = actions.sub_rows(cfg)
     if args.json:
         print(json.dumps({"subscriptions": rows}, indent=1, ensure_ascii=False))
         return EXIT_OK
@@ -188,18 +152,12 @@ def cmd_sub_list(args, out):
 
 
 def cmd_sub_update(args, out):
+    from . import actions
     cfg = _cfg(args, out)
     _need_root("sub update")
     _logged(cfg, out)
-    subs = cfg.xray.side.subscriptions
-    if args.id:
-        subs = [s for s in subs if s.id == args.id]
-        if not subs:
-            raise XrayError("no subscription %r (`xray sub list`)" % args.id, exit_code=2)
-    else:
-        subs = [s for s in subs if s.enabled]
+    subs = actions.subscriptions(cfg, args.id or None)
     if args.due:
-        from . import actions
         subs = actions.due_subscriptions(cfg, subs)
         if not subs:
             out.detail("xray sub update --due: no subscription is due")
@@ -220,23 +178,10 @@ def _update(cfg, subs, out):
     return 1 if failed else EXIT_OK
 
 
-def server_rows(cfg, st):
-    """The stored servers as rows for lists: no credentials (ids, names, addresses, last checks)."""
-    rows = []
-    for i, s in enumerate(st.servers, start=1):
-        status = s.get("status") or {}
-        rows.append({"number": i, "id": s["id"], "name": s.get("name", ""), "label": s.get("label", ""),
-                     "address": s.get("address", ""), "port": s.get("port"), "ips": s.get("ips", []),
-                     "source": s.get("source", ""), "active": s["id"] == cfg.xray.side.active_server,
-                     "latency_ms": status.get("latency_ms"), "error": status.get("error", ""),
-                     "checked": status.get("checked")})
-    return rows
-
-
 def cmd_servers(args, out):
-    from . import store
+    from . import actions
     cfg = _cfg(args, out)
-    rows = server_rows(cfg, store.load(cfg.data_dir))
+    rows = actions.server_rows(cfg)
     if args.json:
         print(json.dumps({"servers": rows, "active": cfg.xray.side.active_server}, indent=1, ensure_ascii=False))
         return EXIT_OK

@@ -32,7 +32,11 @@ export const del = (path, body) => call('DELETE', path, body);
 
 // A long operation: start it, then poll its job until it ends.
 export async function job(path, body, onProgress) {
-  let j = await post(path, body);
+  return follow(await post(path, body), onProgress);
+}
+
+// Poll a job (as an answer names it) until it ends; its result, or an ApiError if it failed.
+export async function follow(j, onProgress) {
   while (j.state === 'running') {
     if (onProgress) onProgress(j);
     await new Promise((r) => setTimeout(r, 1000));

@@ -3,7 +3,8 @@
 import { get, post, setToken, problem } from './api.js';
 import { h, replace, toast } from './dom.js';
 import { devicesPage, tracePage } from './devices.js';
-import { statusPage, exclusionsPage, serversPage, logsPage, historyPage } from './pages.js';
+import { statusPage, exclusionsPage, logsPage, historyPage } from './pages.js';
+import { serversPage } from './servers.js';
 
 const PAGES = {
   devices: devicesPage, status: statusPage, exclusions: exclusionsPage, servers: serversPage,

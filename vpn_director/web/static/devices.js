@@ -25,12 +25,9 @@ function deviceCard(d, vias, reload) {
   const choose = h('select', { 'aria-label': 'route via', class: 'via', 'data-address': d.address },
     vias.concat(['direct']).map((v) => h('option', { value: v, selected: v === d.via && !d.paused }, v)));
   const move = h('button', { type: 'button', class: 'move' }, 'Route');
-  move.addEventListener('click', () => run(() => {
-    if (d.client) return post(path + '/move', { via: choose.value });
-    // not a client itself: direct means a pause when it is inside a routed subnet
-    if (choose.value === 'direct') return d.inside.length ? post(path + '/pause') : Promise.resolve({ summary: d.address + ' already goes direct' });
-    return post('/clients', { address: d.address, via: choose.value });
-  }, reload));
+  // the server decides what "route via" means for this device (move, add, or a pause for direct)
+  move.addEventListener('click', () => run(() => post('/devices/' + encodeURIComponent(d.address) + '/route',
+    { via: choose.value }), reload));
   const actions = [h('span', { class: 'via-pick' }, choose, move)];
   if (d.client && !d.paused && listed) {
     actions.push(h('button', { type: 'button', onclick: () => run(() => post(path + '/pause'), reload) }, 'Pause'));
@@ -74,7 +71,7 @@ export async function devicesPage(main) {
 
 export async function tracePage(main, query) {
   const src = h('input', { name: 'source', id: 'trace-source', value: query.get('src') || '', required: true,
-    inputmode: 'decimal', placeholder: '192.168.50.10' });
+    autocapitalize: 'none', placeholder: 'address, device name or MAC' });
   const dst = h('input', { name: 'destination', id: 'trace-destination', value: query.get('dst') || '8.8.8.8',
     required: true, inputmode: 'decimal' });
   const proto = h('select', { name: 'proto' }, ['tcp', 'udp', 'icmp'].map((p) => h('option', { value: p }, p)));
@@ -94,7 +91,7 @@ export async function tracePage(main, query) {
         live: live.checked });
       const shown = r.route === 'tunnel' ? r.tunnel : r.route;
       replace(result, h('div', { class: 'card' },
-        h('p', { class: 'verdict' }, (r.src_name ? r.src_name + ' (' + src.value + ')' : src.value),
+        h('p', { class: 'verdict' }, (r.src_name ? r.src_name + ' (' + r.source + ')' : r.source),
           ' → ', dst.value, ': ', badge(shown, r.route === 'xray' ? 'xray' : r.route === 'tunnel' ? 'tunnel' : 'direct')),
         h('p', { class: 'muted small' }, 'table ', String(r.table), ' · mark ', r.mark,
           r.live ? ' · live kernel state' : ' · desired state'),

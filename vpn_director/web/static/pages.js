@@ -1,6 +1,6 @@
-// Status, Exclusions, Servers, Logs and History.
+// Status, Exclusions, Logs and History.
 
-import { get, post, del, job, outcome, problem } from './api.js';
+import { get, post, del, outcome, problem } from './api.js';
 import { h, replace, badge, toast, when } from './dom.js';
 
 const STATE_KIND = { OK: 'ok', UP: 'ok', MISSING: 'bad', MISMATCH: 'bad', BLOCKED: 'warn', LEAKING: 'bad' };
@@ -67,33 +67,6 @@ export async function exclusionsPage(main) {
   replace(main, h('h1', {}, 'Exclusions'),
     h('p', { class: 'muted' }, 'Destinations that skip Xray or a tunnel and go direct: a two-letter country code, or an address or CIDR (Xray only).'),
     list, form);
-}
-
-export async function serversPage(main) {
-  async function reload() {
-    const data = await get('/servers');
-    replace(list, data.servers.length ? data.servers.map((s) => h('li', { class: 'card', 'data-id': s.id },
-      h('div', { class: 'row' }, h('strong', { class: 'wrap' }, s.active ? '● ' : '', s.name || s.id),
-        s.latency_ms != null ? badge(s.latency_ms + ' ms', 'ok') : s.error ? badge('failed', 'bad') : badge('untested', 'direct')),
-      h('div', { class: 'muted small wrap' }, s.label, ' · ', s.address, ':', String(s.port), s.error ? ' · ' + s.error : ''),
-      h('div', { class: 'actions' },
-        h('button', { type: 'button', disabled: s.active, onclick: () => long('use', { server: s.id }) }, s.active ? 'In use' : 'Use'),
-        h('button', { type: 'button', onclick: () => long('test', { servers: [s.id] }) }, 'Test'))))
-      : h('li', { class: 'muted' }, 'No servers: import share links or add a subscription with the command line.'));
-  }
-  async function long(what, body) {
-    toast(what === 'use' ? 'Switching… (test, restart, probe)' : 'Testing…');
-    try {
-      const r = await job('/servers/' + what, body);
-      toast(what === 'use' ? 'Now using ' + (r.name || r.id) + ' (' + r.latency_ms + ' ms)'
-        : r.results.map((x) => (x.name || x.id) + ': ' + (x.ok ? x.latency_ms + ' ms' : 'failed: ' + x.reason)));
-    } catch (err) { toast(problem(err), true); }
-    await reload();
-  }
-  const list = h('ul', { class: 'plain', id: 'servers' });
-  await reload();
-  replace(main, h('h1', {}, 'Servers'), list,
-    h('button', { type: 'button', onclick: () => long('test', { all: true }) }, 'Test all'));
 }
 
 export async function logsPage(main) {
