@@ -26,7 +26,7 @@ FRONT_ENDS = ("vpn_director.web", "vpn_director.bot")
 SETTINGS = ("vpn_director.web.settings", "vpn_director.bot.settings")  # read with the config, nothing else
 # Heavy standard modules the watchdog's path must not pay for.
 HEAVY = ("dataclasses", "inspect", "ast", "typing", "logging", "socket", "ssl", "http.client", "urllib.request",
-         "shutil", "tempfile", "hashlib")
+         "shutil", "tempfile", "hashlib", "argparse")
 
 
 def modules(router, cfg, *args):

@@ -1,10 +1,10 @@
 """Command line: parse arguments, run one operation, turn every error into one line and an exit code."""
 
-import argparse
 import json
 import os
 import select
 import sys
+import types
 
 from . import __version__, config, engine, log
 from .errors import EXIT_DRIFT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, UsageError, VpdError
@@ -26,6 +26,7 @@ def _need_root(command):
 
 def _path(text):
     """argparse type: a non-empty path (an empty -c would quietly fall back to the default config)."""
+    import argparse
     if not text:
         raise argparse.ArgumentTypeError("an empty path")
     return text
@@ -33,6 +34,7 @@ def _path(text):
 
 def _port(text):
     """argparse type: a TCP/UDP port number."""
+    import argparse
     if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
         raise argparse.ArgumentTypeError("%r is not a port (1..65535)" % text)
     return int(text)
@@ -56,8 +58,9 @@ def command_of(argv):
 
 
 def build_parser(command=None):
-    """The parser; with `command`, only that command's part (the watchdog runs every minute, and
-    building every command's parser costs more than its whole check)."""
+    """The parser; with `command`, only that command's part (hooks and cron run vpn-director
+    often, and building every command's parser costs more than a no-op check)."""
+    import argparse
     p = argparse.ArgumentParser(
         prog="vpn-director", formatter_class=_formatter,
         description="Selective routing for Linux routers: Xray TPROXY and VPN tunnels from one JSON file.",
@@ -96,6 +99,7 @@ def build_parser(command=None):
 def _formatter(prog):
     """argparse's help formatter, told the width: left to itself it imports shutil (and with it
     the bz2 and lzma libraries) for every parser just to measure the terminal."""
+    import argparse
     columns = os.environ.get("COLUMNS", "")
     try:
         width = int(columns) if columns.isdigit() else os.get_terminal_size(sys.__stdout__.fileno()).columns
@@ -179,6 +183,7 @@ def _p_install(sub, add, name="install"):
 
 
 def _p_lab(sub, add):
+    import argparse
     lab = add("lab", formatter_class=_formatter, help="throw-away virtual router in network namespaces: apply a config, send real "
                           "TCP/UDP from every client, show expected vs observed paths (needs root)")
     lab.add_argument("action", nargs="?", choices=("run", "down"), default="run",
@@ -196,13 +201,44 @@ CORE = {"apply": _p_apply, "stop": _p_stop, "restart": _p_restart, "status": _p_
 CORE_ORDER = ("apply", "stop", "restart", "status", "render", "update", "check", "trace", "install", "uninstall")
 
 
+def watchdog_args(argv):
+    """The watchdog's own command lines — `[-c FILE] [-q|-v] apply [SCOPE] --if-changed`, the
+    words in any order argparse takes them — parsed without argparse: importing it and building
+    even one command's parser costs about 3 ms, a tenth of the no-op check the hooks and cron run
+    every minute. Anything else (a combined `-qv`, a typo, `--help`) is None: argparse parses it."""
+    args = {"command": None, "scope": None, "config": None, "quiet": False, "verbose": False,
+            "if_changed": False, "dry_run": False}
+    words = iter(argv)
+    for word in words:
+        if word in ("-c", "--config") or word.startswith("--config="):
+            value = word[len("--config="):] if "=" in word else next(words, "")
+            if not value or value.startswith("-") or args["config"] is not None:
+                return None
+            args["config"] = value
+        elif word in ("-q", "--quiet", "-v", "--verbose"):
+            args["quiet" if word in ("-q", "--quiet") else "verbose"] = True
+        elif word == "--if-changed":
+            args["if_changed"] = True
+        elif word == "apply" and args["command"] is None:
+            args["command"] = word
+        elif word in SCOPES and args["command"] and args["scope"] is None:
+            args["scope"] = word
+        else:
+            return None
+    if args["command"] != "apply" or not args["if_changed"]:
+        return None
+    args["scope"] = args["scope"] or "all"
+    return types.SimpleNamespace(**args)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(command_of(argv))
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return EXIT_USAGE if e.code not in (0, None) else EXIT_OK
+    args = watchdog_args(argv)
+    if args is None:
+        try:
+            args = build_parser(command_of(argv)).parse_args(argv)
+        except SystemExit as e:
+            return EXIT_USAGE if e.code not in (0, None) else EXIT_OK
     out = Output(args.quiet, args.verbose)
     try:
         code = _run(args, out)
