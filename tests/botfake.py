@@ -14,6 +14,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from relay import splice
+from vpn_director.xray.socks import recv_exact
+
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"
 ADMIN = 1001
 
@@ -168,13 +171,7 @@ class FakeSocks:
 
     def _serve(self, conn):
         def exact(n):
-            data = b""
-            while len(data) < n:
-                chunk = conn.recv(n - len(data))
-                if not chunk:
-                    raise OSError("closed")
-                data += chunk
-            return data
+            return recv_exact(conn, n, OSError)
         try:
             ver, n = exact(2)
             exact(n)
@@ -193,25 +190,7 @@ class FakeSocks:
         except OSError:
             conn.close()
             return
-        for a, b in ((conn, up), (up, conn)):
-            threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
-
-
-def _pipe(a, b):
-    try:
-        while True:
-            data = a.recv(65536)
-            if not data:
-                break
-            b.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        splice(conn, up)
 
 
 def tls_files(tmp_path, name="api.telegram.org"):

@@ -10,6 +10,8 @@ import ssl
 import subprocess
 import threading
 
+from relay import splice
+
 PASSWORD = "correct horse"
 SECRET_UUID = "0b1e7d6c-1111-4222-8333-944455556666"
 SECRET_PASSWORD = "TrojanSecretPw123"
@@ -164,25 +166,7 @@ class Forward:
             except OSError:
                 client.close()
                 continue
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src, dst):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            splice(client, upstream)
 
     def close(self):
         self.closed = True

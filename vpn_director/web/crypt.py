@@ -33,6 +33,20 @@ def _encode(digest, order, tail):
     return text + tail(digest)
 
 
+def _rounds(h, c, p, s, rounds):
+    """The stretching loop MD5-crypt and SHA-crypt share: each round hashes the last digest `c`
+    with the password bytes `p` and salt bytes `s`, in an order set by the round number."""
+    for i in range(rounds):
+        data = p if i & 1 else c
+        if i % 3:
+            data += s
+        if i % 7:
+            data += p
+        data += c if i & 1 else p
+        c = h(data)
+    return c
+
+
 def _repeat(block, length):
     return (block * (length // len(block) + 1))[:length]
 
@@ -64,15 +78,7 @@ def sha_crypt(password, setting, algo="sha512"):
     a = h(a_in)
     p = _repeat(h(pw * len(pw)), len(pw)) if pw else b""
     s = _repeat(h(salt * (16 + a[0])), len(salt)) if salt else b""
-    c = a
-    for i in range(rounds):
-        data = p if i & 1 else c
-        if i % 3:
-            data += s
-        if i % 7:
-            data += p
-        data += c if i & 1 else p
-        c = h(data)
+    c = _rounds(h, a, p, s, rounds)
     if size == 32:
         text = _encode(c, _SHA256_ORDER, lambda d: _b64(0, d[31], d[30], 3))
     else:
@@ -95,14 +101,7 @@ def md5_crypt(password, setting):
         ctx += b"\0" if n & 1 else pw[:1]
         n >>= 1
     final = hashlib.md5(ctx).digest()
-    for i in range(1000):
-        data = pw if i & 1 else final
-        if i % 3:
-            data += salt
-        if i % 7:
-            data += pw
-        data += final if i & 1 else pw
-        final = hashlib.md5(data).digest()
+    final = _rounds(lambda data: hashlib.md5(data).digest(), final, pw, salt, 1000)
     text = _encode(final, _MD5_ORDER, lambda d: _b64(0, 0, d[11], 2))
     return "$1$%s$%s" % (salt.decode("ascii"), text)
 
