@@ -4,8 +4,8 @@ from . import killswitch, listcache, live, owned, reconcile
 from .dns import report as dnsreport
 from .ipv6 import report as v6report
 from .model import XRAY, components, rule_words
+from .objects import MISMATCH, MISSING, OK, chain_objects, jump_objects, obj as _obj
 
-OK, MISSING, MISMATCH = "OK", "MISSING", "MISMATCH"
 
 
 def report(full, current, scope, record, data_dir=None):
@@ -68,53 +68,6 @@ def report(full, current, scope, record, data_dir=None):
     objs += v6report.objects(full, current, scope, record)
     objs += dnsreport.objects(full, current, scope, record)
     return _result(objs)
-
-
-def chain_objects(chains, current, **extra):
-    """One object per desired chain, with its rules' verdicts and packet counters."""
-    objs = []
-    for c in chains:
-        rules = current.chains.get(c.name)
-        counters = current.counters.get(c.name, [])
-        if rules is None:
-            objs.append(_obj("chain", c.name, MISSING, rules=[{"rule": r, "status": MISSING} for r in c.rules],
-                             **extra))
-            continue
-        listed = []
-        have, wanted = set(rules), set(c.rules)  # chains of 5,000 clients: no list scans per rule
-        for i, r in enumerate(c.rules):
-            ok = i < len(rules) and rules[i] == r
-            pk, by = counters[i] if ok and i < len(counters) else (0, 0)
-            verdict = OK if ok else MISMATCH if r in have else MISSING
-            listed.append({"rule": r, "status": verdict, "packets": pk, "bytes": by})
-        listed += [{"rule": r, "status": MISMATCH, "note": "not in config"} for r in rules if r not in wanted]
-        objs.append(_obj("chain", c.name, OK if rules == list(c.rules) else MISMATCH, rules=listed, **extra))
-    return objs
-
-
-def jump_objects(parent, jumps, current, ops, our_chains, expected, **extra):
-    """One object per desired jump from built-in chain `parent` (MISMATCH when the plan would move
-    it: `ops`), and one per jump into our chains that the config does not want."""
-    objs = []
-    pre = current.chains.get(parent, [])
-    pre_counters = current.counters.get(parent, [])
-    for j in jumps:
-        pos = [i for i, s in enumerate(pre) if s == j.spec]
-        status = MISSING if not pos else MISMATCH if any(j.spec in op for op in ops) else OK
-        pk = pre_counters[pos[0]][0] if pos and pos[0] < len(pre_counters) else 0
-        objs.append(_obj("jump", "%s -> %s" % (parent, j.target), status, rule=j.spec,
-                         position=pos[0] + 1 if pos else None, packets=pk, expected=expected(j), **extra))
-    for spec in pre:
-        t = reconcile.target(spec)
-        if t in our_chains and spec not in [j.spec for j in jumps]:
-            objs.append(_obj("jump", "%s -> %s" % (parent, t), MISMATCH, rule=spec, note="not in config", **extra))
-    return objs
-
-
-def _obj(kind, name, status, **extra):
-    o = {"kind": kind, "name": name, "status": status}
-    o.update(extra)
-    return o
 
 
 def _result(objs):

@@ -10,7 +10,7 @@ import secrets
 
 from .. import config
 from . import callbacks
-from .render import b, button, esc, pre_chunks, table
+from .render import b, button, esc, pre_chunks, status_html, table
 
 CONFIRM_S = 60
 MAX_BUTTONS = 40
@@ -115,7 +115,6 @@ def pressed(bot, ctx, data, edit):
     tag, action, args = parsed
     cfg = bot.router.config()
     if action == "st":  # read-only: a Refresh works on any status message
-        from .commands import status_html
         bot.reply(ctx, status_html(bot, ctx, bot.router.status(cfg)),
                   [[button(bot.t(ctx, "refresh"), callbacks.encode(callbacks.tag(cfg), "st"))]], edit=edit)
         return None

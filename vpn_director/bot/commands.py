@@ -12,12 +12,11 @@ Every text a user sees comes from strings.py (telegram.language).
 
 import re
 import sys
-import time
 
 from .. import __version__, config
 from ..errors import VpdError
 from . import buttons, callbacks
-from .render import b, code, esc, pre_chunks, table
+from .render import b, esc, pre_chunks, status_html, table
 
 MAX_LOG_LINES = 2000
 SERVER_KEY_RE = re.compile(r"^[A-Za-z0-9 ._()#-]{1,48}$")
@@ -28,36 +27,6 @@ def cmd_help(bot, ctx, args):
     lines = [esc(bot.t(ctx, "help_head"))] + ["/%s - %s" % (name, esc(bot.t(ctx, "cmd_" + name)))
                                               for name, _ in TABLE]
     bot.reply(ctx, "\n".join(lines))
-
-
-def status_html(bot, ctx, rep):
-    """The /status message: drift, tunnels, country lists, Xray, last apply."""
-    bad = [o for o in rep.get("objects", []) if o.get("status") != "OK"]
-    lines = [b(bot.t(ctx, "status_ok") if rep.get("ok") else bot.t(ctx, "status_drift", n=len(bad)))]
-    for o in bad[:10]:
-        lines.append("  %s %s %s" % (esc(o["status"]), esc(o["kind"]), esc(o["name"])))
-    lines.append("")
-    lines.append(b(bot.t(ctx, "tunnels")))
-    for s in rep.get("tunnels", []):
-        lines.append("  %s: %s%s" % (esc(s["tunnel"]), code(s["state"]),
-                                     "" if s.get("kill_switch") else " " + esc(bot.t(ctx, "kill_switch_off"))))
-    if not rep.get("tunnels"):
-        lines.append("  " + esc(bot.t(ctx, "no_tunnels")))
-    lists = [o for o in rep.get("objects", []) if o.get("country")]
-    if lists:
-        lines += ["", b(bot.t(ctx, "lists"))]
-        for o in lists:
-            lines.append("  %s: %s%s" % (esc(o["name"]), esc(bot.t(ctx, "list_entries", n=o.get("listed", "?"))),
-                                        ", %s" % esc(o["fetched"]) if o.get("fetched") else ""))
-    for key in ("xray", "xray_health"):
-        if rep.get(key):
-            lines += ["", esc(rep[key])]
-    for w in rep.get("warnings", []):
-        lines += ["", "⚠ " + esc(w)]
-    applied = bot.last_apply()
-    lines += ["", esc(bot.t(ctx, "last_apply", when=time.strftime("%Y-%m-%d %H:%M", time.localtime(applied))
-                            if applied else bot.t(ctx, "never")))]
-    return "\n".join(lines)
 
 
 def cmd_status(bot, ctx, args):

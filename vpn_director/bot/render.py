@@ -1,7 +1,9 @@
 """HTML for Telegram (parse_mode HTML, never MarkdownV2): every value passes through esc(), and
-long text is cut into messages of at most LIMIT characters, each with its tags balanced."""
+long text is cut into messages of at most LIMIT characters, each with its tags balanced. Also the
+/status message, which the command and its Refresh button both show."""
 
 import html
+import time
 
 LIMIT = 4096  # characters per message (Telegram's limit)
 MAX_CHUNKS = 3  # longer output goes as a document
@@ -57,3 +59,33 @@ def table(rows):
 
 def button(label, data):
     return {"text": label[:64], "callback_data": data}
+
+
+def status_html(bot, ctx, rep):
+    """The /status message: drift, tunnels, country lists, Xray, last apply."""
+    bad = [o for o in rep.get("objects", []) if o.get("status") != "OK"]
+    lines = [b(bot.t(ctx, "status_ok") if rep.get("ok") else bot.t(ctx, "status_drift", n=len(bad)))]
+    for o in bad[:10]:
+        lines.append("  %s %s %s" % (esc(o["status"]), esc(o["kind"]), esc(o["name"])))
+    lines.append("")
+    lines.append(b(bot.t(ctx, "tunnels")))
+    for s in rep.get("tunnels", []):
+        lines.append("  %s: %s%s" % (esc(s["tunnel"]), code(s["state"]),
+                                     "" if s.get("kill_switch") else " " + esc(bot.t(ctx, "kill_switch_off"))))
+    if not rep.get("tunnels"):
+        lines.append("  " + esc(bot.t(ctx, "no_tunnels")))
+    lists = [o for o in rep.get("objects", []) if o.get("country")]
+    if lists:
+        lines += ["", b(bot.t(ctx, "lists"))]
+        for o in lists:
+            lines.append("  %s: %s%s" % (esc(o["name"]), esc(bot.t(ctx, "list_entries", n=o.get("listed", "?"))),
+                                        ", %s" % esc(o["fetched"]) if o.get("fetched") else ""))
+    for key in ("xray", "xray_health"):
+        if rep.get(key):
+            lines += ["", esc(rep[key])]
+    for w in rep.get("warnings", []):
+        lines += ["", "⚠ " + esc(w)]
+    applied = bot.last_apply()
+    lines += ["", esc(bot.t(ctx, "last_apply", when=time.strftime("%Y-%m-%d %H:%M", time.localtime(applied))
+                            if applied else bot.t(ctx, "never")))]
+    return "\n".join(lines)

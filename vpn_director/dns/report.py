@@ -9,6 +9,7 @@ because no resolver is known for their tunnel.
 from .. import config as cfgmod
 from ..model import components
 from .. import tablestep
+from ..objects import MISMATCH, chain_objects, jump_objects, obj
 from . import RECORD_KEY, rules, servers
 
 WARNING = "warning"  # lint.WARN
@@ -16,13 +17,12 @@ WARNING = "warning"  # lint.WARN
 
 def objects(full, current, scope, record):
     """status objects for scope (all, xray or tunnel)."""
-    from .. import status  # status imports this module
     seen = getattr(current, "dns", None)
     rec = record.get(RECORD_KEY) or {}
     comps = set(components(scope))
     out = []
     if seen is not None and seen.problem:
-        return [status._obj("dns", "tables", status.MISMATCH, note=seen.problem)]
+        return [obj("dns", "tables", MISMATCH, note=seen.problem)]
     if seen is None:
         return out
     for td in getattr(full, "dns", None) or rules.empty():
@@ -31,15 +31,15 @@ def objects(full, current, scope, record):
             continue
         recorded = rec.get(td.table) or {}
         chains = [c for c in td.chains if c.component in comps]
-        out += status.chain_objects(chains, live, table=td.table)
+        out += chain_objects(chains, live, table=td.table)
         owned = tablestep.owned_chains(td, live, scope, recorded, [])
         ops, _ = tablestep.jump_ops(td, live, scope, owned, recorded)
         for parent in td.parents:
             jumps = [j for j in td.jumps.get(parent, []) if j.component in comps]
-            out += status.jump_objects(parent, jumps, live, ops, owned, lambda j, p=parent: "top of %s" % p,
+            out += jump_objects(parent, jumps, live, ops, owned, lambda j, p=parent: "top of %s" % p,
                                        table=td.table)
         names = {c.name for c in chains}
-        out += [status._obj("chain", n, status.MISMATCH, table=td.table, note="left by an earlier config")
+        out += [obj("chain", n, MISMATCH, table=td.table, note="left by an earlier config")
                 for n in sorted(owned) if n in live.chains and n not in names]
     return out
 

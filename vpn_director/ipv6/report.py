@@ -8,6 +8,7 @@ ends with a line saying how many there are.
 """
 
 from .. import tablestep
+from ..objects import MISMATCH, chain_objects, jump_objects, obj
 from ..model import components
 from . import RECORD_KEY, block
 
@@ -20,18 +21,17 @@ HOW = "pin its MAC in advanced.ipv6.macs, or let it talk to the router so the ne
 
 def objects(full, current, scope, record):
     """status objects for scope (all, xray or tunnel)."""
-    from .. import status  # status imports this module
     d6 = getattr(full, "ipv6", None) or block.empty()
     seen = getattr(current, "ipv6", None)
     rec6 = record.get(RECORD_KEY) or {}
     comps = set(components(scope))
     out = []
     if seen is not None and seen.state is None:
-        out.append(status._obj("ipv6", "block", SKIPPED, note=seen.problem))
+        out.append(obj("ipv6", "block", SKIPPED, note=seen.problem))
     elif seen is not None:
         live = seen.state
         chains = [c for c in d6.chains if c.component in comps]
-        objs = status.chain_objects(chains, live, family="ipv6", table=block.TABLE)
+        objs = chain_objects(chains, live, family="ipv6", table=block.TABLE)
         _name_rules(objs, d6)
         out += objs
         td, recorded = block.table(d6), rec6.get("chains") or {}
@@ -39,14 +39,14 @@ def objects(full, current, scope, record):
         ops, _ = tablestep.jump_ops(td, live, scope, owned, recorded)
         for parent in block.PARENTS:
             jumps = [j for j in d6.jumps.get(parent, []) if j.component in comps]
-            out += status.jump_objects(parent, jumps, live, ops, owned, lambda j: "top of %s" % parent,
+            out += jump_objects(parent, jumps, live, ops, owned, lambda j: "top of %s" % parent,
                                        family="ipv6")
         names = {c.name for c in chains}
-        out += [status._obj("chain", n, status.MISMATCH, family="ipv6", note="left by an earlier config")
+        out += [obj("chain", n, MISMATCH, family="ipv6", note="left by an earlier config")
                 for n in sorted(owned) if n in live.chains and n not in names]
     for comp, net in d6.protection.unprotected:
         if comp in comps:
-            out.append(status._obj("client", _text(net), UNPROTECTED, family="ipv6", component=comp,
+            out.append(obj("client", _text(net), UNPROTECTED, family="ipv6", component=comp,
                                    note="%s client with no known MAC: its IPv6 is not blocked; %s" % (comp, HOW)))
     return out
 
