@@ -124,14 +124,14 @@ def _run(cfg, tools, scope, stop, warn, only_if_changed=False):
     current = read(tools, cfg, record, full=full, cheap=only_if_changed)
     if current.sets_trusted:
         # the watchdog: a plan made with trusted sets is only a question; any change is planned
-        # again from the exact read
+        # again with every set member read (the chains, rules and routes were read exactly)
         p = _plan(full, current, scope, record, None, stop=stop)
         if not p.steps:
             for w in p.warnings:
                 warn(w)
             p.elapsed = time.monotonic() - started
             return p
-        current = read(tools, cfg, record, full=full)
+        live.read_sets(tools, current)
     if not stop:
         reconcile.check_external(full.scoped(scope), current)
     p = _plan(full, current, scope, record, warn, stop=stop)

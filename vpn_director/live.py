@@ -105,6 +105,12 @@ def parse_ip_read(text, state, table):
     state.routes[table] = routes
 
 
+def read_sets(tools, state):
+    """state.sets from `ipset save`, every member (replacing sets taken from their headers)."""
+    state.sets, state.sets_trusted = {}, False
+    parse_ipset_save(tools.ipset_save(), state)
+
+
 def read(tools, route_table, counters=False, extra_tables=(), sets=None):
     """The live state as three read-only processes (one more per table an earlier config used).
     `sets(tools)`: another way to the sets (the watchdog's headers); None from it: `ipset save`."""
@@ -112,7 +118,7 @@ def read(tools, route_table, counters=False, extra_tables=(), sets=None):
     parse_iptables_save(tools.iptables_save(counters=counters), state)
     found = sets(tools) if sets else None
     if found is None:
-        parse_ipset_save(tools.ipset_save(), state)
+        read_sets(tools, state)
     else:
         state.sets, state.sets_trusted = found, True
     parse_ip_read(tools.ip_read(route_table), state, route_table)
