@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import tempfile
 
+from ..tools import which
 from . import WebError
 from .settings import HOST_RE
 
@@ -35,7 +36,7 @@ PEM_RE = re.compile(r"-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----"
 
 
 def find_openssl():
-    return shutil.which("openssl") or next((p for p in OPENSSL_PATHS if os.access(p, os.X_OK)), None)
+    return which("openssl") or next((p for p in OPENSSL_PATHS if os.access(p, os.X_OK)), None)
 
 
 def san(addresses, names):

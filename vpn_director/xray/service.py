@@ -15,11 +15,11 @@ by default, and how to restart. "auto" takes the first supported of entware, sys
 
 import glob
 import os
-import shutil
 import signal
 import subprocess
 import time
 
+from ..tools import which
 from . import XrayError
 
 ENTWARE_INIT = "/opt/etc/init.d/S24xray"
@@ -34,7 +34,7 @@ def binary_argv(side):
         if not os.access(b, os.X_OK):
             raise XrayError("advanced.xray.binary %s is not an executable file" % b)
         return [b]
-    found = shutil.which(b) or shutil.which(b, path=os.pathsep.join(SEARCH))
+    found = which(b) or which(b, os.pathsep.join(SEARCH))
     if not found:
         raise XrayError("no %r command found (PATH, %s): install Xray (Entware: opkg install xray-core) or set "
                         "advanced.xray.binary" % (b, ", ".join(SEARCH)))
@@ -132,7 +132,7 @@ class Systemd(Backend):
 
     @staticmethod
     def is_supported():
-        if not shutil.which("systemctl") or not os.path.isdir("/run/systemd/system"):
+        if not which("systemctl") or not os.path.isdir("/run/systemd/system"):
             return False
         return any(os.path.isfile(os.path.join(d, "xray.service"))
                    for d in ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"))
