@@ -188,6 +188,25 @@ def save_record(state_dir, record, digest):
     write_atomic(os.path.join(state_dir, HASH), digest + "\n")
 
 
+def read_json_lines(path):
+    """The objects of a JSON-lines file, in order ([] if it cannot be read); a line that is not a
+    JSON object (cut short by a crash, written by hand) is skipped."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict):
+            out.append(item)
+    return out
+
+
 def digest(*texts):
     import hashlib  # only runs that record what they built
     h = hashlib.sha256()

@@ -114,20 +114,8 @@ class Alerts:
 
     # --- the queue ---------------------------------------------------------------------------
     def queue(self):
-        try:
-            with open(self._path(QUEUE), encoding="utf-8") as fh:
-                lines = fh.read().splitlines()
-        except OSError:
-            return []
-        out = []
-        for line in lines:
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(item, dict) and isinstance(item.get("chat"), int) and isinstance(item.get("text"), str):
-                out.append(item)
-        return out
+        return [item for item in state.read_json_lines(self._path(QUEUE))
+                if isinstance(item.get("chat"), int) and isinstance(item.get("text"), str)]
 
     def _write(self, items):
         dropped = len(items) - MAX_QUEUE

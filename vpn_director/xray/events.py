@@ -40,20 +40,8 @@ def events_path(state_dir):
 
 def read(state_dir, since=None):
     """The stored events (dicts), oldest first; only those with time > since if given."""
-    try:
-        with open(events_path(state_dir), encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(ev, dict) and isinstance(ev.get("time"), (int, float)) and (since is None or ev["time"] > since):
-            out.append(ev)
-    return out
+    return [ev for ev in state.read_json_lines(events_path(state_dir))
+            if isinstance(ev.get("time"), (int, float)) and (since is None or ev["time"] > since)]
 
 
 def append(state_dir, event):
