@@ -144,8 +144,10 @@ def test_signal_at_any_moment_of_a_large_apply(applied, tmp_path):
         time.sleep(delay)
         p.send_signal(signal.SIGTERM if i % 2 == 0 else signal.SIGINT)
         _, err = p.communicate(timeout=60)
-        if p.returncode == 0:
-            outcomes.append("finished")
+        if p.returncode == 0 or (p.returncode < 0 and kernel(lab) != good):
+            # finished; a signal that comes after the held window (every step done and the record
+            # saved) kills the process in its last lines: then too the new state, whole
+            outcomes.append("finished" if p.returncode == 0 else "finished, then killed")
             assert lab.vpd("status").returncode == 0
         else:
             outcomes.append("rolled back" if "interrupted" in err else "stopped early")
